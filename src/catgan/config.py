@@ -1,0 +1,208 @@
+"""Typed, frozen configuration: what the networks are (ModelConfig) and how they train (TrainConfig).
+
+A checkpoint carries both as plain dicts, so `ModelConfig(**saved)` rebuilds a network with no other input.
+Named presets bundle the two; `thesis-128` is the original system, the others what the field learned since.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from catgan.errors import CatganError
+
+Arch = Literal["thesis", "dcgan"]
+Loss = Literal["bce", "hinge", "rasgan", "ralsgan"]
+Latent = Literal["uniform", "normal"]
+
+ARCHS: tuple[str, ...] = ("thesis", "dcgan")
+LOSSES: tuple[str, ...] = ("bce", "hinge", "rasgan", "ralsgan")
+LATENTS: tuple[str, ...] = ("uniform", "normal")
+IMAGE_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The generator and discriminator architecture.
+
+    arch="thesis": dense z -> 8x8 (4x4 below 64 px), 5x5 stride-2 transposed convs, a final stride-1
+        transposed conv to RGB; D has an extra stride-1 conv before its last stride-2 conv (the original).
+    arch="dcgan": Radford et al.'s 4x4 all-convolutional DCGAN; G uses ReLU, D has no BatchNorm on its
+        first layer.
+    Channel widths double from `g_base` / `d_base` at the image end up to `max_channels`.
+    """
+
+    arch: Arch = "dcgan"
+    image_size: int = 64
+    z_dim: int = 100
+    latent: Latent = "uniform"
+    g_base: int = 64  # channels of G's last hidden layer (ngf)
+    d_base: int = 64  # channels of D's first layer (ndf)
+    max_channels: int = 1024
+    kernel: int = 4
+    d_batchnorm: bool = True
+    spectral_norm: bool = False  # spectral norm on every D layer (BatchNorm is then usually off)
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise CatganError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.image_size not in IMAGE_SIZES:
+            raise CatganError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size}")
+        if self.latent not in LATENTS:
+            raise CatganError(f"latent must be one of {LATENTS}, got {self.latent!r}")
+        for name in ("z_dim", "g_base", "d_base", "max_channels", "kernel"):
+            if getattr(self, name) < 1:
+                raise CatganError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains. Everything that changes the weights a run produces lives here."""
+
+    batch: int = 64
+    lr_d: float = 2e-4
+    lr_g: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: Loss = "bce"
+    label_smoothing: float = 1.0  # target for real images in BCE; 0.9 = one-sided smoothing
+    ema: float = 0.0  # decay of the EMA copy of G; 0 = no EMA
+    ema_start: int = 0  # steps before EMA starts tracking (it copies G until then)
+    r1_gamma: float = 0.0  # R1 penalty weight on real images; 0 = off
+    r1_every: int = 1  # lazy R1: apply every N D steps (scaled by N)
+    diffaug: str = ""  # DiffAugment policy: comma list of "color", "translation", "cutout"; "" = off
+    flip: bool = False  # random horizontal flip of real images
+    epochs: int = 25
+    max_steps: int = 0  # stop after this many steps (0 = only epochs decide)
+    seed: int = 0
+    sample_every: int = 500  # steps between sample grids
+    checkpoint_every: int = 1  # epochs between checkpoints
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # steps between FID evaluations; 0 = off
+    eval_n: int = 2000
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics across ranks
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise CatganError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.batch < 1:
+            raise CatganError(f"batch must be >= 1, got {self.batch}")
+        if not 0.0 <= self.ema < 1.0:
+            raise CatganError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0.0 < self.label_smoothing <= 1.0:
+            raise CatganError(f"label_smoothing must be in (0, 1], got {self.label_smoothing}")
+        for name in ("lr_d", "lr_g"):
+            if getattr(self, name) <= 0:
+                raise CatganError(f"{name} must be > 0, got {getattr(self, name)}")
+        bad = [p for p in self.diffaug.split(",") if p and p not in ("color", "translation", "cutout")]
+        if bad:
+            raise CatganError(f"diffaug policy must use color, translation, cutout; got {bad}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    model: ModelConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _presets() -> dict[str, Preset]:
+    thesis = ModelConfig(arch="thesis", image_size=128, kernel=5, latent="uniform")
+    dcgan = ModelConfig(arch="dcgan", image_size=64, kernel=4, latent="normal", max_channels=512)
+    return {
+        "thesis-128": Preset(
+            "thesis-128",
+            "The original system, bugs fixed: 128 px, 5x5 kernels, BCE with real=0.9, lr D 5e-5 / G 2e-4.",
+            thesis,
+            TrainConfig(batch=64, lr_d=5e-5, lr_g=2e-4, beta1=0.5, loss="bce", label_smoothing=0.9),
+        ),
+        "thesis-64": Preset(
+            "thesis-64",
+            "The original architecture at 64 px.",
+            dataclasses.replace(thesis, image_size=64, max_channels=512),
+            TrainConfig(batch=64, lr_d=5e-5, lr_g=2e-4, beta1=0.5, loss="bce", label_smoothing=0.9),
+        ),
+        "dcgan-64": Preset(
+            "dcgan-64",
+            "Radford et al.'s DCGAN at 64 px (pytorch/examples): 4x4 kernels, ngf = ndf = 64, lr 2e-4.",
+            dcgan,
+            TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce"),
+        ),
+        "cats-64": Preset(
+            "cats-64",
+            "DCGAN-64 with what small-data GANs need: spectral norm, hinge loss, EMA, DiffAugment, flips.",
+            dataclasses.replace(dcgan, d_batchnorm=False, spectral_norm=True),
+            TrainConfig(
+                batch=64,
+                lr_d=2e-4,
+                lr_g=2e-4,
+                beta1=0.5,
+                beta2=0.99,
+                loss="hinge",
+                ema=0.999,
+                diffaug="color,translation,cutout",
+                flip=True,
+            ),
+        ),
+        "cats-128": Preset(
+            "cats-128",
+            "The thesis architecture at 128 px with spectral norm, hinge loss, EMA, DiffAugment, flips.",
+            dataclasses.replace(thesis, d_batchnorm=False, spectral_norm=True, latent="normal"),
+            TrainConfig(
+                batch=64,
+                lr_d=2e-4,
+                lr_g=2e-4,
+                beta1=0.5,
+                beta2=0.99,
+                loss="hinge",
+                ema=0.999,
+                diffaug="color,translation,cutout",
+                flip=True,
+            ),
+        ),
+        "tiny-16": Preset(
+            "tiny-16",
+            "A 16 px toy for tests and smoke runs.",
+            ModelConfig(arch="dcgan", image_size=16, z_dim=16, g_base=8, d_base=8, max_channels=32),
+            TrainConfig(batch=8, sample_every=10),
+        ),
+    }
+
+
+PRESETS: dict[str, Preset] = _presets()
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise CatganError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass, refusing unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CatganError(f"{cls.__name__} has no field(s) {unknown}: saved by a newer or foreign catgan?")
+    return cls(**data)
+
+
+def diff(a: Any, b: Any) -> list[str]:
+    """Human-readable differences between two configs of the same type: ["lr_d: 5e-05 -> 0.0002", ...]."""
+    da, db = to_dict(a), to_dict(b)
+    return [f"{k}: {da[k]!r} -> {db[k]!r}" for k in da if da[k] != db.get(k)]
+
+
+def dumps(**configs: Any) -> str:
+    """{"model": {...}, "train": {...}} as indented JSON."""
+    return json.dumps({k: to_dict(v) for k, v in configs.items()}, indent=2, sort_keys=True)

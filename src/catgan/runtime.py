@@ -1,0 +1,32 @@
+"""Where code runs: device choice and CPU threads. Pure functions, no global state changed on import."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from catgan.errors import CatganError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """ "auto" -> cuda when available, else cpu. "cuda" without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CatganError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise CatganError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects affinity masks and cgroups where the OS reports them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
