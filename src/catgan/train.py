@@ -1,0 +1,579 @@
+"""The training loop: one D step then one G step per batch, with EMA, AMP, logging and exact resume.
+
+    result = train("data/cats-64", model, cfg, "runs/cats64")
+
+The dataset is read once into a uint8 tensor on the training device; each epoch draws one permutation
+from a dedicated generator and walks it in batches (the last partial batch is dropped). Every source of
+randomness is explicit, so a checkpoint resumes bit-exactly on the CPU, mid-epoch included:
+- data_gen (CPU): the epoch permutation. A checkpoint stores its state at the start of the epoch and
+  the position in it; resuming redraws the same permutation and skips the batches already done.
+- noise_gen (device): latents and flips, drawn for the whole global batch on every rank (each rank
+  keeps its slice), so N data-parallel ranks see the same z as one process with the same batch.
+- DiffAugment: reseeded from (seed, step, rank) at every step, so it needs no saved state.
+Under torchrun the same loop runs data-parallel (see catgan.distributed and docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from catgan import checkpoint as ckpt
+from catgan import losses
+from catgan.augment import diff_augment
+from catgan.config import ModelConfig, TrainConfig, diff, dumps, from_dict, to_dict
+from catgan.data.dataset import epoch_permutation, load_dataset, to_float, to_uint8
+from catgan.distributed import DistContext, all_mean, any_rank
+from catgan.errors import CatganError
+from catgan.generate import latents_from_seeds, make_grid, save_image
+from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
+from catgan.runtime import cpu_count, resolve_device
+
+# A sample_fn(seeds) returns the current generator's images for those seeds as uint8 (n, 3, H, W) on the
+# CPU (seed s -> the latent `catgan generate --seeds s` uses); an evaluator (e.g.
+# catgan.metrics.evaluate.FIDEvaluator) turns it into metrics such as {"fid": 42.0}. Its numeric values
+# go to metrics.jsonl; "fid", when present, also picks checkpoints/best.pt.
+SampleFn = Callable[[Sequence[int]], torch.Tensor]
+Evaluator = Callable[[SampleFn], dict[str, Any]]
+
+# Fields that may change when a run resumes: when to stop and what to write along the way. Every other
+# field changes the weights the run produces, so a resume that changes one is refused.
+RESUMABLE_FIELDS = frozenset(
+    {"epochs", "max_steps", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n"}
+)
+N_SAMPLES = 64  # the fixed latent batch of the sample grids: seeds 0..63
+METRICS = "metrics.jsonl"
+SAMPLES = "samples"
+LOSS_PLOT = "loss.png"
+BEST = "best.pt"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int  # optimisation steps done in total (resumed ones included)
+    epoch: int  # completed epochs
+    checkpoint: Path | None  # the last checkpoint written
+    loss_d: float  # mean of the last logging window
+    loss_g: float
+    best_fid: float | None = None
+    resumed_from: int = 0  # the step this call started at
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+def load_images(dataset: str | Path | torch.Tensor, image_size: int) -> torch.Tensor:
+    """A prepared dataset folder (or an in-memory uint8 tensor) as uint8 (N, 3, S, S), checked."""
+    if isinstance(dataset, torch.Tensor):
+        data = dataset
+        if data.dtype != torch.uint8 or data.ndim != 4 or data.shape[1] != 3:
+            raise CatganError(
+                f"dataset tensor must be uint8 (N, 3, H, W), got {data.dtype} {tuple(data.shape)}"
+            )
+        if len(data) == 0:
+            raise CatganError("dataset tensor is empty")
+        if data.shape[2:] != (image_size, image_size):
+            raise CatganError(
+                f"dataset images are {data.shape[3]}x{data.shape[2]} but the model makes "
+                f"{image_size}x{image_size}: prepare the data at {image_size} px or pick a matching preset"
+            )
+        return data
+    return load_dataset(dataset, image_size=image_size)
+
+
+# ---- EMA -------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
+    e_params = list(ema.parameters())
+    m_params = [p.detach() for p in model.parameters()]
+    torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers(), strict=True):
+        eb.copy_(mb)
+
+
+# ---- resume ----------------------------------------------------------------------------------------
+
+
+def check_resumable(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """Differences between a run's config and the one asked for that would change its weights."""
+    return [d for d in diff(saved, wanted) if d.split(":")[0] not in RESUMABLE_FIELDS]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past the resumed step: those steps are about to be done again."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line + "\n")
+    ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(keep)), "metrics")
+
+
+# ---- Ctrl-C ----------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """SIGINT asks the loop to stop after the current step and save; a second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals only reach the main thread; elsewhere Ctrl-C is the caller's business
+            return
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+
+def train(
+    dataset: str | Path | torch.Tensor,
+    model: ModelConfig,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    device: str = "auto",
+    amp: bool = False,
+    compile: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    evaluator: Evaluator | None = None,
+    dry_run: bool = False,
+    threads: int | None = None,
+    log_every: int = 10,
+    channels_last: bool | None = None,
+    dist_ctx: DistContext | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train a GAN on `dataset` into `run_dir`, or continue the run already there.
+
+    dataset: a prepared dataset folder, or uint8 (N, 3, S, S) images.
+    resume: insist on continuing (an error when run_dir has no checkpoint). Without it, a run folder
+        with checkpoints is continued anyway; a config that differs in anything but the stopping point
+        and the logging cadence (RESUMABLE_FIELDS) is refused with the differences listed.
+    amp: bf16 autocast (CUDA or CPU). compile: torch.compile G and D. channels_last: default on CUDA.
+    threads: CPU threads for this call (default: every core; restored on return).
+    log_every: steps per metrics.jsonl record and per loss check (each check syncs with the device).
+    evaluator: called every cfg.eval_every steps with a sample_fn; see `Evaluator`.
+    dist_ctx: the torchrun context (catgan.distributed.setup); None = a single process.
+    Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and raises KeyboardInterrupt.
+    """
+    ctx = dist_ctx or DistContext()
+    dev = resolve_device(device)
+    log = log if ctx.is_main else (lambda _msg: None)
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        # all cores by default; torchrun ranks on one machine share them
+        torch.set_num_threads(threads or max(1, cpu_count() // ctx.local_world))
+    try:
+        with _StopFlag().installed() as stop:
+            return _train(
+                dataset,
+                model,
+                cfg,
+                Path(run_dir),
+                dev,
+                amp,
+                compile,
+                progress,
+                resume,
+                evaluator,
+                dry_run,
+                max(1, log_every),
+                channels_last,
+                ctx,
+                log,
+                stop,
+            )
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(
+    dataset,
+    model,
+    cfg,
+    run_dir,
+    dev,
+    amp,
+    compile,
+    progress,
+    resume,
+    evaluator,
+    dry_run,
+    log_every,
+    channels_last,
+    ctx: DistContext,
+    log,
+    stop: _StopFlag,
+) -> TrainResult:
+    if cfg.batch % ctx.world:
+        raise CatganError(
+            f"--batch {cfg.batch} is the global batch and must divide by the {ctx.world} processes; "
+            f"try {max(ctx.world, cfg.batch // ctx.world * ctx.world)}"
+        )
+    local_batch = cfg.batch // ctx.world
+    data = load_images(dataset, model.image_size)  # uint8 (N, 3, S, S)
+    n = len(data)
+    if cfg.batch > n:
+        raise CatganError(f"--batch {cfg.batch} is larger than the dataset ({n} images); use --batch <= {n}")
+    steps_per_epoch = n // cfg.batch  # the last partial batch is dropped
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+
+    # ---- run folder: new, or resume the checkpoint there
+    latest = ckpt.latest_checkpoint(run_dir)
+    if resume and latest is None:
+        raise CatganError(f"--resume: {run_dir} has no checkpoint to resume from; drop --resume to start it")
+    state = ckpt.load_checkpoint(latest) if latest is not None else None
+    if state is not None:
+        saved_model = from_dict(ModelConfig, state["model_config"])
+        saved_train = from_dict(TrainConfig, state["train_config"])
+        problems = [f"model.{d}" for d in diff(saved_model, model)]
+        problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
+        if problems:
+            raise CatganError(
+                f"{run_dir} holds a run with a different config (saved -> asked): {'; '.join(problems)}; "
+                "use the run's own settings or a new --run folder"
+            )
+    log(dumps(model=model, train=cfg))
+    info = model_info(model)
+    log(
+        f"G {info['g_params'] / 1e6:.2f}M params, D {info['d_params'] / 1e6:.2f}M params, "
+        f"{info['step_gflop']:.3f} GFLOP per image per step; {n} images, {steps_per_epoch} steps/epoch, "
+        f"global batch {cfg.batch} ({local_batch} x {ctx.world} processes) on {dev}"
+    )
+    if dry_run:
+        return TrainResult(0, 0, None, math.nan, math.nan)
+
+    # ---- models, optimizers, random generators
+    torch.manual_seed(cfg.seed)  # the weight init (and spectral norm's first vectors) come from here
+    G, D = Generator(model).to(dev), Discriminator(model).to(dev)
+    if ctx.enabled and cfg.sync_batchnorm:
+        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema > 0 else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator(device=dev)
+    step = epoch = pos = 0
+    epoch_state = data_gen.get_state()  # data_gen before this epoch's permutation
+    elapsed, best_fid = 0.0, math.inf
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        if G_ema is not None:
+            G_ema.load_state_dict(state["G_ema"] if state["G_ema"] is not None else state["G"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
+        epoch_state = state["data_rng"]
+        noise_gen.set_state(state["noise_rng"].to("cpu"))
+        torch.set_rng_state(state["cpu_rng"])
+        if dev.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state(state["cuda_rng"][0], dev)
+        elapsed = float(state.get("elapsed", 0.0))
+        best_fid = float(state.get("best_fid", math.inf))
+        log(f"resuming {latest} at step {step} (epoch {epoch}, batch {pos})")
+    resumed_from = step
+
+    if ctx.is_main:
+        ckpt.save_run_config(run_dir, model, cfg)
+        (run_dir / SAMPLES).mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(run_dir / METRICS, step)
+
+    # ---- how the steps run: memory format, compile, DDP wrappers (state dicts always come from G, D)
+    cl = dev.type == "cuda" if channels_last is None else channels_last
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    for m in (G, D, G_ema):
+        if m is not None:
+            m.to(memory_format=fmt)
+    G_step, D_step, D_for_g = G, D, D
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dev.index] if dev.type == "cuda" else None
+        G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if compile:
+        G_step, D_step, D_for_g = torch.compile(G_step), torch.compile(D_step), torch.compile(D)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
+    real_label = cfg.label_smoothing if cfg.loss == "bce" else 1.0
+    lo, hi = ctx.rank * local_batch, (ctx.rank + 1) * local_batch  # this rank's slice of a global batch
+    fixed_z = latents_from_seeds(model, range(N_SAMPLES)).to(dev)  # (64, z_dim)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, cfg.diffaug, aug_gen) if cfg.diffaug else x
+
+    def one_step(real_u8: torch.Tensor) -> torch.Tensor:
+        """One D step and one G step on this rank's uint8 (b, 3, S, S) batch.
+
+        Returns [loss_d, loss_g, mean D(x), mean D(G(z))] (sigmoid of the logits), on the device.
+        """
+        real = to_float(real_u8).contiguous(memory_format=fmt)  # (b, 3, S, S) in [-1, 1]
+        z = sample_latents(model, cfg.batch, noise_gen, dev)[lo:hi]  # (b, z_dim) of the global batch
+        if cfg.flip:
+            flip = (torch.rand(cfg.batch, generator=noise_gen, device=dev) < 0.5)[lo:hi]  # (b,)
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        aug_gen.manual_seed((cfg.seed * 1_000_003 + step) * 1024 + ctx.rank)
+        with autocast:
+            fake = G_step(z)  # (b, 3, S, S); the G step below reuses it (3G + 9D FLOPs per image)
+
+        # (1) Update D: push D(x) up and D(G(z)) down.
+        lazy_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+        real.requires_grad_(lazy_r1)
+        with autocast:
+            real_logits = D_step(augment(real)).float()  # (b,)
+            fake_logits = D_step(augment(fake.detach())).float()  # (b,)
+        loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits, real_label)
+        total_d = loss_d
+        if lazy_r1:  # scaled by the interval so lazy R1 has the strength of R1 every step
+            total_d = total_d + losses.r1_penalty(real, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_every)
+        opt_d.zero_grad(set_to_none=True)
+        total_d.backward()
+        opt_d.step()
+
+        # (2) Update G: push D(G(z)) up, through the D just updated. D's weights need no gradient
+        # here, so it runs frozen and outside DDP (nothing of D's to all-reduce).
+        D.requires_grad_(False)
+        with autocast:
+            fake_logits_g = D_for_g(augment(fake)).float()  # (b,)
+        loss_g = losses.g_loss(cfg.loss, real_logits.detach(), fake_logits_g)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+        if G_ema is not None:
+            if step >= cfg.ema_start:
+                update_ema(G_ema, G, cfg.ema)
+            else:
+                G_ema.load_state_dict(G.state_dict())
+        return torch.stack(
+            [
+                loss_d.detach(),
+                loss_g.detach(),
+                real_logits.detach().sigmoid().mean(),
+                fake_logits.detach().sigmoid().mean(),
+            ]
+        )
+
+    @torch.no_grad()
+    def generate(z: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, 3, S, S) on the CPU from z (n, z_dim), by the EMA generator when there is one."""
+        net = G_ema if G_ema is not None else G
+        was_training = net.training
+        net.eval()
+        try:
+            return torch.cat([to_uint8(net(chunk)).cpu() for chunk in z.split(cfg.batch)])
+        finally:
+            net.train(was_training)
+
+    def sample_fn(seeds: Sequence[int]) -> torch.Tensor:
+        return generate(latents_from_seeds(model, seeds).to(dev))
+
+    def state_dict() -> dict[str, Any]:
+        cuda_rng = [torch.cuda.get_rng_state(dev)] if dev.type == "cuda" else []
+        return {
+            "G": G.state_dict(),
+            "D": D.state_dict(),
+            "G_ema": G_ema.state_dict() if G_ema is not None else None,
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": pos,
+            "data_rng": epoch_state,
+            "noise_rng": noise_gen.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng,
+            "model_config": to_dict(model),
+            "train_config": to_dict(cfg),
+            "elapsed": elapsed + (time.perf_counter() - t_start),
+            "best_fid": best_fid,
+            "world_size": ctx.world,
+        }
+
+    last_ckpt: Path | None = latest
+    metrics_file = open(run_dir / METRICS, "a") if ctx.is_main else None  # noqa: SIM115 (closed below)
+
+    def write_record(record: dict[str, Any]) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def save(reason: str) -> None:
+        nonlocal last_ckpt
+        if not ctx.is_main:
+            return
+        path = ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, step), state_dict())
+        last_ckpt = path
+        ckpt.prune_checkpoints(run_dir, cfg.keep_checkpoints)
+        from catgan.plot import plot_losses, read_metrics
+
+        with contextlib.suppress(CatganError):  # a plot that cannot be written never stops training
+            plot_losses(read_metrics(run_dir / METRICS), run_dir / LOSS_PLOT, title=run_dir.name)
+        log_line(f"step {step}: saved {path} ({reason})")
+
+    def sample() -> None:
+        if ctx.is_main:
+            save_image(make_grid(generate(fixed_z), nrow=8), run_dir / SAMPLES / f"step-{step:06d}.png")
+
+    def evaluate() -> None:
+        nonlocal best_fid
+        if not ctx.is_main:
+            return
+        numbers = (int, float)
+        result = {k: float(v) for k, v in evaluator(sample_fn).items() if isinstance(v, numbers)}
+        write_record({"step": step, "epoch": epoch, **result})
+        log_line(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        if result.get("fid", math.inf) < best_fid:
+            best_fid = result["fid"]
+            ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_DIR / BEST, state_dict())
+
+    # ---- metrics window: per-step values stay on the device; one sync per window
+    window: list[torch.Tensor] = []
+    window_t0 = time.perf_counter()
+    last = (math.nan, math.nan)
+
+    def flush() -> None:
+        """Log the window's means; stop on the first non-finite loss without saving anything."""
+        nonlocal window, window_t0, last
+        if not window:
+            return
+        values = all_mean(torch.stack(window), ctx).tolist()  # (k, 4): identical on every rank
+        first_step = step - len(window) + 1
+        for i, v in enumerate(values):
+            if not all(math.isfinite(x) for x in v[:2]):
+                keep = (
+                    f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written"
+                )
+                raise CatganError(
+                    f"non-finite loss at step {first_step + i} (loss_d={v[0]}, loss_g={v[1]}); "
+                    f"stopped without saving; {keep}; try lower --lr-d / --lr-g or without --amp"
+                )
+        now = time.perf_counter()
+        mean = [sum(col) / len(values) for col in zip(*values, strict=True)]
+        img_s = len(window) * cfg.batch / max(now - window_t0, 1e-9)
+        last = (mean[0], mean[1])
+        write_record(
+            {
+                "step": step,
+                "epoch": epoch + pos / steps_per_epoch,
+                "loss_d": mean[0],
+                "loss_g": mean[1],
+                "d_real": mean[2],
+                "d_fake": mean[3],
+                "img/s": img_s,
+                "time": elapsed + now - t_start,
+            }
+        )
+        bar.set_postfix(d=f"{mean[0]:.3f}", g=f"{mean[1]:.3f}", img_s=f"{img_s:.0f}", refresh=False)
+        window, window_t0 = [], now
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=min(step, total),
+        unit="step",
+        dynamic_ncols=True,
+        disable=not progress or not ctx.is_main,
+    )
+
+    def log_line(msg: str) -> None:
+        if ctx.is_main:
+            bar.write(msg) if progress else log(msg)
+
+    t_start = time.perf_counter()
+    data = data.to(dev)  # (N, 3, S, S) uint8, once
+    interrupted = False
+    try:
+        if step == 0:
+            sample()
+        while step < total:
+            # the epoch's permutation: redrawn from the epoch's start state, so a resume sees the same one
+            data_gen.set_state(epoch_state)
+            perm = epoch_permutation(n, data_gen)  # (N,), the same on every rank
+            while pos < steps_per_epoch and step < total:
+                idx = perm[pos * cfg.batch + lo : pos * cfg.batch + hi].to(dev, non_blocking=True)  # (b,)
+                window.append(one_step(data[idx]))
+                step, pos = step + 1, pos + 1
+                bar.update(1)
+                if len(window) >= log_every:
+                    flush()
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    sample()
+                if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                    flush()
+                    evaluate()
+                if any_rank(stop.requested, dev, ctx):
+                    interrupted = True
+                    break
+            if pos == steps_per_epoch:
+                epoch, pos = epoch + 1, 0
+                epoch_state = data_gen.get_state()
+                periodic = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
+                if periodic and step < total and not interrupted:
+                    flush()
+                    save(f"epoch {epoch}")
+            if interrupted:
+                break
+        flush()
+        if interrupted:
+            save("interrupted")
+            log_line(f"interrupted at step {step}; run the same command again to continue")
+            raise KeyboardInterrupt
+        if step != resumed_from or last_ckpt is None:
+            save("end")
+        if step != resumed_from and not (cfg.sample_every and step % cfg.sample_every == 0):
+            sample()  # the last grid (unless the cadence just drew it)
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    return TrainResult(
+        steps=step,
+        epoch=epoch,
+        checkpoint=last_ckpt,
+        loss_d=last[0],
+        loss_g=last[1],
+        best_fid=best_fid if math.isfinite(best_fid) else None,
+        resumed_from=resumed_from,
+    )
+
+
+def replace(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
+    """cfg with the given fields replaced, ignoring None (an option that was not given)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

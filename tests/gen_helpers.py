@@ -1,0 +1,50 @@
+"""A tiny run folder for the generation tests, made with the checkpoint API (no training needed)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from catgan import checkpoint as ckpt
+from catgan.config import get_preset, to_dict
+from catgan.models.dcgan import Discriminator, Generator
+
+STEP = 12
+
+
+def make_run(run_dir: Path, ema: bool = True, step: int = STEP) -> dict[str, torch.nn.Module]:
+    """A tiny-16 run folder with one checkpoint; returns its G (and G_ema) in eval mode.
+
+    BatchNorm gets non-trivial running statistics and the EMA copy differs from G, so a test can tell
+    which weights (and which BN mode) drew an image.
+    """
+    preset = get_preset("tiny-16")
+    model, train = preset.model, dataclasses.replace(preset.train, ema=0.9 if ema else 0.0)
+    torch.manual_seed(0)
+    G, D = Generator(model), Discriminator(model)
+    G.train()
+    with torch.no_grad():
+        for _ in range(3):  # moves BN running stats away from (0, 1)
+            G(torch.randn(8, model.z_dim) * 2 + 0.5)
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in G_ema.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt.save_run_config(run_dir, model, train)
+    state = {
+        "G": G.state_dict(),
+        "D": D.state_dict(),
+        "G_ema": G_ema.state_dict() if ema else None,
+        "step": step,
+        "epoch": 1,
+        "model_config": to_dict(model),
+        "train_config": to_dict(train),
+    }
+    ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, step), state)
+    nets = {"G": G.eval()}
+    if ema:
+        nets["G_ema"] = G_ema.eval()
+    return nets

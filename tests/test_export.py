@@ -1,0 +1,172 @@
+"""Export: run -> .safetensors -> load -> the same cats; foreign, truncated and tampered files refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catgan import generate as g
+from catgan.checkpoint import export_generator, load_generator_file
+from catgan.cli import main
+from catgan.config import get_preset
+from catgan.errors import CatganError
+from gen_helpers import STEP, make_run
+
+SEEDS = list(range(16))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "run"
+    make_run(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory) -> Path:
+    return g.export_run(run, tmp_path_factory.mktemp("out") / "cats.safetensors")
+
+
+def read_png(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W)
+
+
+def test_export_reproduces_the_run_bit_exactly(run, exported):
+    from_run, from_file = g.load_generator(run=run), g.load_generator(weights=exported)
+    assert from_file.model == from_run.model and from_file.sha256 == from_run.sha256
+    assert torch.equal(g.generate_images(from_file, SEEDS), g.generate_images(from_run, SEEDS))
+    assert from_file.source == f"file:{exported}" and from_file.name == "cats"
+    prov = from_file.info["provenance"]
+    assert prov["step"] == STEP and prov["ema"] is True and prov["checkpoint"] == f"step-{STEP:08d}.pt"
+    assert prov["run"] == str(run.resolve()) and prov["train_config"]["batch"] == 8
+    assert prov["catgan_version"] == "0.1.0"  # copied from the run's config.json
+    side = json.loads(exported.with_suffix(".json").read_text())
+    assert side["sha256"] == from_file.sha256 and side["model_config"]["image_size"] == 16
+
+
+def test_export_without_ema_and_in_fp16(run, exported, tmp_path):
+    raw = g.export_run(run, tmp_path / "raw.safetensors", ema=False)
+    want = g.generate_images(g.load_generator(run=run, ema=False), SEEDS)
+    assert torch.equal(g.generate_images(g.load_generator(weights=raw), SEEDS), want)
+    half = g.export_run(run, tmp_path / "half.safetensors", fp16=True)
+    assert half.stat().st_size < 0.6 * exported.stat().st_size
+    tensors, _, prov = load_generator_file(half)
+    assert tensors["body.0.weight"].dtype == torch.float16 and prov["weights_dtype"] == "float16"
+    gen = g.load_generator(weights=half)
+    assert next(gen.G.parameters()).dtype == torch.float32  # fp16 storage, fp32 compute
+    full = g.generate_images(g.load_generator(run=run), SEEDS).int()
+    diff = (g.generate_images(gen, SEEDS).int() - full).abs()
+    assert diff.max() <= 3 and diff.float().mean() < 0.1
+
+
+def test_export_errors(run, tmp_path):
+    with pytest.raises(CatganError, match="must end in .safetensors"):
+        g.export_run(run, tmp_path / "cats.pt")
+    with pytest.raises(CatganError, match="run folder not found"):
+        g.export_run(tmp_path / "nope", tmp_path / "x.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CatganError, match="no checkpoints yet"):
+        g.export_run(tmp_path / "empty", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+# ---- files that are not ours ---------------------------------------------------------------------
+
+
+def _data_offset(path: Path) -> int:
+    """Where a safetensors file's tensor bytes start: 8-byte header length + JSON header."""
+    (n,) = struct.unpack("<Q", path.read_bytes()[:8])
+    return 8 + n
+
+
+def test_truncated_file_refused(exported, tmp_path):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    with pytest.raises(CatganError, match="cannot read .*cut.safetensors as safetensors"):
+        g.load_generator(weights=bad)
+
+
+def test_tampered_tensor_byte_refused(exported, tmp_path):
+    data = bytearray(exported.read_bytes())
+    data[_data_offset(exported) + 101] ^= 0x01
+    bad = tmp_path / "edit.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CatganError, match="do not match their recorded sha256"):
+        g.load_generator(weights=bad)
+
+
+def test_foreign_files_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.randn(4, 4)}, str(plain))  # valid safetensors, no catgan metadata
+    with pytest.raises(CatganError, match="is not a catgan generator"):
+        g.load_generator(weights=plain)
+    pickled = tmp_path / "pickle.safetensors"
+    torch.save({"G": {"w": torch.randn(3)}}, pickled)  # a torch pickle under our suffix: never unpickled
+    with pytest.raises(CatganError, match="cannot read .* as safetensors"):
+        g.load_generator(weights=pickled)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("these are not weights\n" * 10)
+    with pytest.raises(CatganError, match="cannot read .* as safetensors"):
+        g.load_generator(weights=text)
+
+
+def test_weights_that_do_not_fit_their_config_refused(tmp_path):
+    small = get_preset("tiny-16").model
+    wrong = dataclasses.replace(small, g_base=4)
+    from catgan.models.dcgan import Generator
+
+    out = export_generator(Generator(small).state_dict(), wrong, tmp_path / "mix.safetensors")
+    with pytest.raises(CatganError, match="do not fit the model config"):
+        g.load_generator(weights=out)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_export_then_generate_from_the_file(run, tmp_path, capsys):
+    out = tmp_path / "cats.safetensors"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    assert "sha256" in capsys.readouterr().out
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["generate", "--weights", str(out), "--seeds", "0-7", "--out", str(a)]) == 0
+    assert main(["generate", "--run", str(run), "--seeds", "0-7", "--out", str(b), "--batch", "3"]) == 0
+    assert torch.equal(read_png(a), read_png(b))
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "x.bin")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_foreign_weights_file_in_one_line(tmp_path, capsys):
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    assert main(["generate", "--weights", str(text), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err and not (tmp_path / "g.png").exists()
+
+
+# ---- end to end with the real trainer ------------------------------------------------------------
+
+
+def test_trained_run_exports_and_redraws_its_own_samples(tmp_path):
+    train_mod = pytest.importorskip("catgan.train")
+    synth = pytest.importorskip("synth")
+    data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)
+    preset = get_preset("tiny-16")
+    cfg = dataclasses.replace(preset.train, ema=0.9, max_steps=5, epochs=10, sample_every=4)
+    run = tmp_path / "run"
+    result = train_mod.train(data, preset.model, cfg, run, device="cpu", progress=False, log=lambda m: None)
+    assert result.steps == 5
+    out = g.export_run(run, tmp_path / "cats.safetensors")
+    grid = tmp_path / "grid.png"
+    argv = ["generate", "--weights", str(out), "--seeds", "0-63", "--nrow", "8", "--out", str(grid)]
+    assert main(argv) == 0
+    assert torch.equal(read_png(grid), read_png(run / "samples" / "step-000005.png"))

@@ -1,0 +1,142 @@
+"""The real Inception-v3 network and the cat-face cascade on real faces (a few dozen images: ~30 s on a
+2-core CPU), and `catgan evaluate` end to end on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from catgan.errors import CatganError
+from catgan.metrics.fid import fid_from_features, kid
+from catgan.metrics.inception import FEATURE_DIM, InceptionExtractor, extractor_path, preprocess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    try:
+        extractor_path()
+    except CatganError as err:
+        pytest.skip(str(err))
+    torch.set_num_threads(2)
+    return InceptionExtractor.load("cpu", batch=16)
+
+
+@pytest.fixture(scope="module")
+def cv2_available():
+    return pytest.importorskip("cv2")
+
+
+def _faces(shared_data, n: int, size: int = 64) -> torch.Tensor:
+    """The first n real face crops, centre-cropped square and resized to size (uint8 (n, 3, size, size))."""
+    from PIL import Image
+
+    files = sorted((shared_data / "cat-faces" / "cats_bigger_than_64x64").glob("*.jpg"))[:n]
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            s = min(w, h)
+            im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+            out.append(np.asarray(im.resize((size, size), Image.LANCZOS)).transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(out))
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = int(3 * sigma)
+    k = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)  # (3, 1, 1, 2r+1)
+    x = F.pad(images.float(), (r, r, r, r), mode="replicate")
+    x = F.conv2d(F.conv2d(x, k, groups=3), k.transpose(2, 3), groups=3)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def _noised(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0)) * sigma
+    return (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_preprocess_matches_pytorch_fid():
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    y = preprocess(x)
+    assert y.shape == (2, 3, 299, 299) and y.min() >= -1 and y.max() <= 1
+    expected = 2 * F.interpolate(x.float() / 255, size=(299, 299), mode="bilinear", align_corners=False) - 1
+    torch.testing.assert_close(y, expected)
+    with pytest.raises(CatganError, match="uint8"):
+        preprocess(x.float())
+
+
+def test_features_shape_dtype_and_batch_independence(extractor):
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    f = extractor.features(x)
+    assert f.shape == (3, FEATURE_DIM) and f.dtype == np.float64 and (f >= 0).all()  # pool of ReLUs
+    np.testing.assert_allclose(extractor.features(x[1:2])[0], f[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def real_features(extractor, shared_data):
+    faces = _faces(shared_data, 32)  # (32, 3, 64, 64)
+    base = faces[:16]
+    return {
+        "faces": faces,
+        "all": extractor.features(faces),
+        "blur": [extractor.features(_blur(base, s)) for s in (1.0, 2.0)],
+        "noise": [extractor.features(_noised(base, s)) for s in (16.0, 64.0)],
+    }
+
+
+def test_fid_of_a_set_with_itself_is_zero(real_features):
+    f = real_features["all"]
+    assert fid_from_features(f, f) == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise"])
+def test_fid_grows_monotonically_with_degradation(real_features, kind):
+    base = real_features["all"][:16]
+    fids = [fid_from_features(base, base)] + [fid_from_features(base, f) for f in real_features[kind]]
+    assert fids[0] < 1e-3 < fids[1] < fids[2], fids
+
+
+def test_kid_of_two_real_halves_is_near_zero(real_features):
+    f = real_features["all"]
+    halves, _ = kid(f[:16], f[16:], subsets=20, subset_size=16)
+    vs_noise, _ = kid(f[:16], real_features["noise"][1], subsets=20, subset_size=16)
+    assert abs(halves) < 0.2 * vs_noise, (halves, vs_noise)
+
+
+def test_catface_cascade_finds_real_cats_not_noise(cv2_available, shared_data):
+    from catgan.metrics.catface import CatFaceDetector
+
+    detector = CatFaceDetector.load()
+    faces = _faces(shared_data, 48)
+    noise = torch.randint(0, 256, (48, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert detector.rate(faces) > 0.75
+    assert detector.rate(noise) < 0.05
+    assert detector.found(faces[:4]).dtype == bool
+    with pytest.raises(CatganError, match="at least one image"):
+        detector.rate(faces[:0])
+
+
+def test_cli_evaluate_against_itself(extractor, cv2_available, tmp_path, capsys):
+    synth = pytest.importorskip("synth")
+    from catgan.cli import main
+
+    data = synth.make_prepared_dataset(tmp_path / "ds", n=16, size=16)
+    out = tmp_path / "metrics.json"
+    argv = ["evaluate", "--data", str(data), "--against", str(data), "--n", "8", "--kid-subsets", "5",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "catface_rate", "catface_rate_real",
+                "nn_distance", "n", "extractor", "resize", "device", "seconds"):
+        assert key in result, key
+    assert result["n"] == 8 and result["device"] == "cpu" and "bilinear" in result["resize"]
+    assert "FID" in capsys.readouterr().out
+    assert main(argv[:-2] + ["--n", "9"]) == 2  # more than half of 16 images
+    assert "larger than half" in capsys.readouterr().err

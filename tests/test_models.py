@@ -1,0 +1,116 @@
+"""Every preset builds with the layer shapes, parameter counts and analytic FLOPs of the design."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from catgan.config import PRESETS, ModelConfig, get_preset
+from catgan.models.dcgan import Discriminator, Generator, d_channels, g_channels, model_info, sample_latents
+
+
+def feature_shapes(net: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d, nn.ConvTranspose2d)) -> list[tuple]:
+    """Output shape (C, H, W) of every conv / transposed conv, in order."""
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:]))) for m in net.modules()
+             if isinstance(m, kinds)]  # fmt: skip
+    with torch.no_grad():
+        net.eval()(x)
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def test_thesis_128_is_the_original_layer_by_layer():
+    cfg = get_preset("thesis-128").model
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert isinstance(G.stem[0], nn.Linear) and G.stem[0].out_features == 1024 * 8 * 8  # z(100) -> 8x8x1024
+    assert feature_shapes(G, torch.zeros(1, 100)) == [
+        (512, 16, 16), (256, 32, 32), (128, 64, 64), (64, 128, 128), (3, 128, 128)
+    ]  # fmt: skip
+    assert all(m.kernel_size == (5, 5) for m in G.modules() if isinstance(m, nn.ConvTranspose2d))
+    assert sum(isinstance(m, nn.LeakyReLU) for m in G.modules()) == 5 and isinstance(G.body[-1], nn.Tanh)
+    assert feature_shapes(D, torch.zeros(1, 3, 128, 128)) == [
+        (64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 16, 16), (1024, 8, 8)
+    ]  # fmt: skip
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 5
+    assert isinstance(D.head[-1], nn.Linear) and D.head[-1].in_features == 1024 * 8 * 8
+    # hand count: dense 100 -> 65536 (+bias), 5x5 transposed convs without bias, BN (weight + bias)
+    g = 100 * 65536 + 65536 + 25 * (1024 * 512 + 512 * 256 + 256 * 128 + 128 * 64 + 64 * 3) + 3
+    g += 2 * (1024 + 512 + 256 + 128 + 64)
+    d = 25 * (3 * 64 + 64 * 128 + 128 * 256 + 256 * 512 + 512 * 1024) + 2 * (64 + 128 + 256 + 512 + 1024)
+    d += 1024 * 64 + 1
+    info = model_info(cfg)
+    assert (info["g_params"], info["d_params"]) == (g, d) == (24_035_907, 17_482_305)
+    assert info["g_gflop"] == pytest.approx(6.88, abs=0.01)
+    assert info["d_gflop"] == pytest.approx(4.23, abs=0.01)
+    assert info["step_gflop"] == pytest.approx(58.7, abs=0.1)
+
+
+def test_dcgan_64_is_radford_et_al():
+    cfg = get_preset("dcgan-64").model
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert feature_shapes(G, torch.zeros(1, 100)) == [
+        (512, 4, 4), (256, 8, 8), (128, 16, 16), (64, 32, 32), (3, 64, 64)
+    ]  # fmt: skip
+    assert feature_shapes(D, torch.zeros(1, 3, 64, 64)) == [
+        (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (1, 1, 1)
+    ]  # fmt: skip
+    assert not isinstance(D.features[1], nn.BatchNorm2d)  # no BN on D's first layer
+    info = model_info(cfg)
+    assert info["g_params"] == 3_576_704  # pytorch/examples dcgan netG
+    assert info["d_params"] == 2_765_568 + 1  # netD plus the bias of the last conv
+    assert (info["g_gflop"], info["d_gflop"], info["step_gflop"]) == pytest.approx(
+        (0.209, 0.208, 2.50), abs=0.005
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS if PRESETS[n].model.image_size <= 64])
+def test_small_presets_run_forward_and_backward(name):
+    cfg = PRESETS[name].model
+    G, D = Generator(cfg), Discriminator(cfg)
+    z = sample_latents(cfg, 2)
+    x = G(z)  # (2, 3, S, S)
+    assert x.shape == (2, 3, cfg.image_size, cfg.image_size) and x.abs().max() <= 1
+    logits = D(x)
+    assert logits.shape == (2,)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in G.parameters())
+
+
+@pytest.mark.parametrize("arch", ["thesis", "dcgan"])
+@pytest.mark.parametrize("size", [16, 32, 64, 128, 256])
+def test_every_size_and_tiny_widths(arch, size):
+    cfg = ModelConfig(arch=arch, image_size=size, kernel=5 if arch == "thesis" else 4, z_dim=8, g_base=2,
+                      d_base=2, max_channels=16)  # fmt: skip
+    G, D = Generator(cfg), Discriminator(cfg)
+    with torch.no_grad():
+        x = G(torch.randn(2, 8))
+        assert x.shape == (2, 3, size, size)
+        assert D(x).shape == (2,)
+    assert max(g_channels(cfg) + d_channels(cfg)) <= 16
+
+
+def test_init_is_dcgan_normal_and_latents_follow_the_config():
+    torch.manual_seed(0)
+    G = Generator(get_preset("thesis-128").model)
+    w = torch.cat([m.weight.flatten() for m in G.modules() if isinstance(m, nn.ConvTranspose2d)])
+    assert w.mean().abs() < 1e-3 and w.std().item() == pytest.approx(0.02, rel=0.02)
+    bn = torch.cat([m.weight for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert all(m.bias.abs().sum() == 0 for m in G.modules() if isinstance(m, nn.BatchNorm2d))
+    uniform = sample_latents(get_preset("thesis-128").model, 4096, torch.Generator().manual_seed(0))
+    assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.shape == (4096, 100)
+    normal = sample_latents(get_preset("dcgan-64").model, 4096, torch.Generator().manual_seed(0))
+    assert normal.std().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_spectral_norm_wraps_every_d_layer():
+    cfg = dataclasses.replace(get_preset("tiny-16").model, spectral_norm=True, d_batchnorm=False)
+    D = Discriminator(cfg)
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())

@@ -1,0 +1,172 @@
+"""Exact resume on the CPU: stop anywhere (epoch end, mid-epoch, SIGKILL, Ctrl-C), continue, same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from catgan import checkpoint as ckpt
+from catgan.config import get_preset
+from catgan.errors import CatganError
+from catgan.train import train
+
+TINY = get_preset("tiny-16")
+# everything that draws random numbers: flips, DiffAugment, lazy R1, EMA
+CFG = dataclasses.replace(
+    TINY.train, batch=4, ema=0.9, flip=True, diffaug="color,translation,cutout", r1_gamma=0.5, r1_every=2,
+    sample_every=3, keep_checkpoints=10,
+)  # fmt: skip
+COMPARED = ("G", "D", "G_ema", "opt_g", "opt_d", "data_rng", "noise_rng", "cpu_rng", "step", "epoch")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from synth import make_prepared_dataset
+
+    return make_prepared_dataset(tmp_path_factory.mktemp("data"), n=12, size=16)  # 3 steps per epoch
+
+
+def fit(data, run_dir, resume=False, **kw):
+    cfg = dataclasses.replace(CFG, **kw)
+    return train(
+        data,
+        TINY.model,
+        cfg,
+        run_dir,
+        device="cpu",
+        progress=False,
+        threads=1,
+        resume=resume,
+        log=lambda _: None,
+    )
+
+
+def assert_same_state(a: dict, b: dict, keys=COMPARED) -> None:
+    for key in keys:
+        _assert_equal(a[key], b[key], key)
+
+
+def _assert_equal(x, y, where: str) -> None:
+    if isinstance(x, dict):
+        assert x.keys() == y.keys(), where
+        for k in x:
+            _assert_equal(x[k], y[k], f"{where}.{k}")
+    elif isinstance(x, list | tuple):
+        assert len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y, strict=True)):
+            _assert_equal(u, v, f"{where}[{i}]")
+    elif isinstance(x, torch.Tensor):
+        assert torch.equal(x, y), f"{where} differs"
+    else:
+        assert x == y, f"{where}: {x} != {y}"
+
+
+def last_state(run_dir) -> dict:
+    return ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory) -> dict:
+    """2 epochs (6 steps) in one go."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    fit(data, run_dir, epochs=2)
+    return last_state(run_dir)
+
+
+def test_one_epoch_then_resume_to_two_is_bit_identical(data, tmp_path, straight):
+    assert fit(data, tmp_path, epochs=1).steps == 3
+    result = fit(data, tmp_path, epochs=2)  # re-running into the folder continues it
+    assert (result.resumed_from, result.steps) == (3, 6)
+    assert_same_state(last_state(tmp_path), straight)
+    steps = [r.split(",")[0] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == len(set(steps))  # no step logged twice
+
+
+def test_mid_epoch_stop_then_resume_is_bit_identical(data, tmp_path, straight):
+    fit(data, tmp_path, epochs=2, max_steps=4)  # stops at batch 1 of epoch 2
+    state = last_state(tmp_path)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 1, 1)
+    fit(data, tmp_path, epochs=2, max_steps=0, resume=True)
+    assert_same_state(last_state(tmp_path), straight)
+
+
+def test_resume_with_another_config_is_refused_with_the_differences(data, tmp_path):
+    fit(data, tmp_path, epochs=1)
+    with pytest.raises(CatganError, match=r"train\.lr_d: 0\.0002 -> 0\.0001; train\.flip: True -> False"):
+        fit(data, tmp_path, epochs=2, lr_d=1e-4, flip=False)
+    with pytest.raises(CatganError, match=r"model\.g_base: 8 -> 16"):
+        model = dataclasses.replace(TINY.model, g_base=16)
+        train(data, model, CFG, tmp_path, device="cpu", progress=False, threads=1, log=lambda _: None)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000003.pt"]  # untouched
+
+
+def test_resume_flag_needs_a_checkpoint(data, tmp_path):
+    with pytest.raises(CatganError, match="has no checkpoint to resume from"):
+        fit(data, tmp_path, resume=True)
+
+
+def _train_process(data, run_dir) -> subprocess.Popen:
+    """`catgan train` for (practically) ever, one checkpoint per epoch."""
+    args = [sys.executable, "-m", "catgan", "train", str(data), "--preset", "tiny-16", "--run", str(run_dir)]
+    args += [
+        "--epochs",
+        "100000",
+        "--batch",
+        "4",
+        "--ema",
+        "0.9",
+        "--flip",
+        "--diffaug",
+        "color,translation,cutout",
+    ]
+    args += ["--r1", "0.5", "--sample-every", "3", "--keep", "10", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while ckpt.latest_checkpoint(run_dir) is None:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(data, tmp_path):
+    proc = _train_process(data, tmp_path / "killed")
+    try:
+        _wait_for_checkpoint(proc, tmp_path / "killed")
+        time.sleep(0.1)  # let it get somewhere between checkpoints (or into writing one)
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    epochs = last_state(tmp_path / "killed")["epoch"] + 1
+    kw = {"epochs": epochs, "r1_every": 1}  # the CLI run has the default R1 interval
+    fit(data, tmp_path / "killed", **kw)
+    fit(data, tmp_path / "straight", **kw)
+    assert_same_state(last_state(tmp_path / "killed"), last_state(tmp_path / "straight"))
+
+
+def test_ctrl_c_saves_a_valid_checkpoint_and_exits_130(data, tmp_path):
+    proc = _train_process(data, tmp_path)
+    _wait_for_checkpoint(proc, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in out + err
+    state = last_state(tmp_path)
+    assert f"saved {ckpt.latest_checkpoint(tmp_path)} (interrupted)" in out + err
+    assert all(torch.isfinite(v).all() for v in state["G"].values())
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files

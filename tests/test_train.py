@@ -1,0 +1,224 @@
+"""The training loop on tiny configs: every parameter moves, outputs are written, bad input is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from catgan import checkpoint as ckpt
+from catgan import losses
+from catgan.cli import main
+from catgan.config import get_preset
+from catgan.errors import CatganError
+from catgan.models.dcgan import Discriminator, Generator
+from catgan.train import train
+
+TINY = get_preset("tiny-16")
+
+
+def tiny_cfg(**kw):
+    base = dict(epochs=1, sample_every=0, keep_checkpoints=5)
+    return dataclasses.replace(TINY.train, **{**base, **kw})
+
+
+def images(n: int = 32, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth random uint8 (n, 3, size, size) images: enough structure for a few GAN steps."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    return (torch.nn.functional.interpolate(low, size=size, mode="bilinear") * 255).to(torch.uint8)
+
+
+def run(tmp_path, model=TINY.model, name="run", data=None, **kw):
+    cfg = tiny_cfg(**{k: v for k, v in kw.items() if k in {f.name for f in dataclasses.fields(TINY.train)}})
+    opts = {k: v for k, v in kw.items() if k not in {f.name for f in dataclasses.fields(TINY.train)}}
+    opts = {"device": "cpu", "progress": False, "threads": 1, "log_every": 1, "log": lambda _: None, **opts}
+    return train(images() if data is None else data, model, cfg, tmp_path / name, **opts)
+
+
+def initial(model, seed=0):
+    torch.manual_seed(seed)  # the same order as train(): G, then D
+    return Generator(model).state_dict(), Discriminator(model).state_dict()
+
+
+VARIANTS = {
+    "bce": ({}, {"label_smoothing": 0.9}),
+    "hinge": ({}, {"loss": "hinge"}),
+    "rasgan": ({}, {"loss": "rasgan"}),
+    "ralsgan": ({}, {"loss": "ralsgan"}),
+    "ema-r1-diffaug-flip": (
+        {}, {"ema": 0.9, "r1_gamma": 1.0, "r1_every": 2, "diffaug": "color,translation,cutout", "flip": True}
+    ),
+    "spectral-norm": ({"spectral_norm": True, "d_batchnorm": False}, {"loss": "hinge"}),
+    "thesis-arch": ({"arch": "thesis", "kernel": 5, "latent": "uniform"}, {}),
+    "amp-channels-last": ({}, {"amp": True, "channels_last": True}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_steps_move_every_parameter_and_keep_losses_finite(tmp_path, name):
+    model_kw, kw = VARIANTS[name]
+    model = dataclasses.replace(TINY.model, **model_kw)
+    result = run(tmp_path, model=model, max_steps=3, **kw)
+    assert result.steps == 3 and math.isfinite(result.loss_d) and math.isfinite(result.loss_g)
+    g0, d0 = initial(model)
+    state = ckpt.load_checkpoint(result.checkpoint)
+    for net, before in (("G", g0), ("D", d0)):
+        params = dict(
+            (Generator if net == "G" else Discriminator)(model).named_parameters()
+        )  # names of the trainable tensors (BatchNorm running stats and SN vectors are buffers)
+        for key in params:
+            if kw.get("loss") == "hinge" and key.startswith("head.0.bias"):
+                # while every logit is inside the margin (as at init), the hinge loss's gradient on D's
+                # last bias is exactly 1 - 1 = 0: it cannot move in the first steps, by design
+                continue
+            assert not torch.equal(state[net][key], before[key]), f"{net}.{key} did not move ({name})"
+            assert torch.isfinite(state[net][key]).all()
+    if kw.get("ema"):
+        assert not torch.equal(state["G_ema"]["body.0.weight"], state["G"]["body.0.weight"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1 and r["img/s"] > 0 for r in records)
+
+
+def test_cli_run_writes_config_samples_metrics_plot_and_prunes_checkpoints(tmp_path, capsys):
+    from synth import make_prepared_dataset
+
+    data = make_prepared_dataset(tmp_path / "data", n=16, size=16)
+    argv = ["train", str(data), "--preset", "tiny-16", "--run", str(tmp_path / "r"), "--epochs", "4"]
+    argv += ["--batch", "4", "--keep", "2", "--sample-every", "6", "--threads", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert '"batch": 4' in out  # the final config is printed
+    run = tmp_path / "r"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["batch"] == 4 and saved["model"]["image_size"] == 16
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-00000012.pt", "step-00000016.pt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-000000.png", "step-000006.png", "step-000012.png", "step-000016.png"
+    ]  # fmt: skip
+    assert (run / "loss.png").stat().st_size > 1000
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(last) >= {"step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "img/s", "time"}
+    assert last["step"] == 16 and last["epoch"] == 4.0
+    state = ckpt.load_checkpoint(run / "checkpoints" / "step-00000016.pt")  # weights_only=True inside
+    assert {"G", "D", "G_ema", "opt_g", "opt_d", "data_rng", "noise_rng", "cpu_rng"} <= set(state)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (16, 4, 0)
+
+
+def test_sample_grid_uses_the_seed_latents_of_generate(tmp_path):
+    from PIL import Image
+
+    from catgan.generate import generate_images, load_generator, make_grid
+
+    run(tmp_path, max_steps=2)
+    loaded = load_generator(run=tmp_path / "run", device="cpu")
+    expected = make_grid(generate_images(loaded, list(range(64))), nrow=8)  # (3, H, W)
+    grid = torch.from_numpy(np.array(Image.open(tmp_path / "run" / "samples" / "step-000002.png")))
+    grid = grid.permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    assert torch.equal(grid, expected)
+
+
+def test_evaluator_hook_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
+    calls = []
+
+    def evaluator(sample_fn):
+        imgs = sample_fn(range(5))
+        assert imgs.dtype == torch.uint8 and imgs.shape == (5, 3, 16, 16)
+        calls.append(imgs)
+        return {"fid": [30.0, 10.0, 20.0][len(calls) - 1], "extractor": "fake"}
+
+    result = run(tmp_path, epochs=2, max_steps=6, eval_every=2)
+    assert result.best_fid is None  # no evaluator: no FID
+    result = run(tmp_path, name="ev", epochs=2, max_steps=6, eval_every=2, evaluator=evaluator)
+    assert result.best_fid == 10.0 and len(calls) == 3
+    assert ckpt.load_checkpoint(tmp_path / "ev" / "checkpoints" / "best.pt")["step"] == 4
+    fids = [json.loads(x) for x in (tmp_path / "ev" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["fid"]) for r in fids if "fid" in r] == [(2, 30.0), (4, 10.0), (6, 20.0)]
+
+
+def test_dry_run_checks_and_writes_nothing(tmp_path):
+    result = run(tmp_path, dry_run=True)
+    assert result.steps == 0 and not (tmp_path / "run").exists()
+
+
+# ---- errors: one clear line, a non-zero exit, nothing lost ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, batch, match",
+    [
+        (torch.zeros(0, 3, 16, 16, dtype=torch.uint8), 8, "empty"),
+        (torch.zeros(8, 3, 32, 32, dtype=torch.uint8), 8, "32x32 but the model makes 16x16"),
+        (torch.zeros(6, 3, 16, 16, dtype=torch.uint8), 8, "--batch 8 is larger than the dataset"),
+    ],
+)
+def test_bad_data_is_refused(tmp_path, data, batch, match):
+    with pytest.raises(CatganError, match=match):
+        run(tmp_path, data=data, batch=batch)
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from synth import make_prepared_dataset
+
+    base = ["--preset", "tiny-16", "--run", str(tmp_path / "r"), "--threads", "1", "--no-progress"]
+    assert main(["train", str(tmp_path / "nope"), *base]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    data = make_prepared_dataset(tmp_path / "d32", n=4, size=32)
+    assert main(["train", str(data), *base]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected 16x16" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # nothing was written for a refused run
+    if not torch.cuda.is_available():
+        assert main(["train", str(data), *base, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_d_loss, calls = losses.d_loss, []
+
+    def d_loss(*args, **kw):
+        calls.append(1)
+        out = real_d_loss(*args, **kw)
+        return out * math.nan if len(calls) == 6 else out
+
+    monkeypatch.setattr(losses, "d_loss", d_loss)
+    with pytest.raises(CatganError, match=r"non-finite loss at step 6 .*step-00000004\.pt"):
+        run(tmp_path, epochs=3, log_every=3)  # 4 steps per epoch: a checkpoint at 4, NaN at 6
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-00000004.pt"]
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000004.pt")
+    assert all(torch.isfinite(v).all() for v in state["G"].values())
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *a, **kw):
+        saves.append(f)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    with pytest.raises(CatganError, match="No space left on device; nothing was overwritten"):
+        run(tmp_path, epochs=3)
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000004.pt"]  # no temp file left
+    assert ckpt.load_checkpoint(folder / "step-00000004.pt")["step"] == 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's refusal")
+def test_cuda_asked_but_absent(tmp_path):
+    with pytest.raises(CatganError, match="CUDA is not available"):
+        run(tmp_path, device="cuda")
+
+
+@pytest.mark.skip(reason="torch.compile on the CPU needs ~1 min of C++ builds on 2 cores; run by hand")
+def test_compile_path_on_cpu(tmp_path):
+    result = run(tmp_path, max_steps=2, compile=True)
+    assert math.isfinite(result.loss_d)
