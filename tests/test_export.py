@@ -161,7 +161,9 @@ def test_trained_run_exports_and_redraws_its_own_samples(tmp_path):
     synth = pytest.importorskip("synth")
     data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)
     preset = get_preset("tiny-16")
-    cfg = dataclasses.replace(preset.train, ema=0.9, max_steps=5, epochs=10, sample_every=4)
+    cfg = dataclasses.replace(
+        preset.train, ema=0.9, max_steps=5, epochs=10, sample_every=4, checkpoint_every=0
+    )
     run = tmp_path / "run"
     result = train_mod.train(data, preset.model, cfg, run, device="cpu", progress=False, log=lambda m: None)
     assert result.steps == 5

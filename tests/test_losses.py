@@ -15,7 +15,7 @@ BIG = 8.0
 
 
 def logits(value: float, n: int = 16) -> torch.Tensor:
-    return torch.full((n,), value)
+    return torch.full((n,), float(value))
 
 
 @pytest.mark.parametrize("kind", KINDS)

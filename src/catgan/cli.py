@@ -505,8 +505,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
     path = export_run(args.run, args.out, ema=args.ema, fp16=args.fp16)
     gen = load_generator(weights=path)  # read it back: what was written loads and verifies
-    size = path.stat().st_size / 2**20
-    print(f"wrote {path} ({size:.1f} MiB, sha256 {gen.sha256[:12]}, {gen.name} from step {gen.info['step']})")
+    kib = path.stat().st_size / 1024
+    size = f"{kib / 1024:.1f} MiB" if kib >= 1024 else f"{kib:.0f} KiB"
+    print(f"wrote {path} ({size}, sha256 {gen.sha256[:12]}, step {gen.info['step']}, {gen.info['dtype']})")
     return 0
 
 
