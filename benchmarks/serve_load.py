@@ -43,7 +43,7 @@ class Level:
 
 
 def export_random(preset: str, out: Path) -> Path:
-    """Random weights for a preset's generator (BatchNorm counters dropped: only the weights matter)."""
+    """Random weights for a preset's generator, exported as `catgan serve --weights` reads them."""
     import torch
 
     from catgan.checkpoint import export_generator
@@ -52,8 +52,7 @@ def export_random(preset: str, out: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = get_preset(preset).model
-    state = {k: v for k, v in Generator(cfg).state_dict().items() if v.dim() > 0}
-    return export_generator(state, cfg, out, random_weights=True, preset=preset)
+    return export_generator(Generator(cfg).state_dict(), cfg, out, random_weights=True, preset=preset)
 
 
 def rss_mib(pid: int) -> float:

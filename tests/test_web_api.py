@@ -7,6 +7,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,8 +46,7 @@ def export_tiny(path: Path, seed: int = 0) -> Path:
     for p in G.parameters():  # DCGAN's init (std 0.02) draws flat grey at this size: give the cats contrast
         if p.dim() > 1:
             torch.nn.init.normal_(p, 0.0, 0.2)
-    state = {k: v for k, v in G.state_dict().items() if v.dim() > 0}  # TEMP: 0-dim hash bug, see report
-    return export_generator(state, get_preset("tiny-16").model, path)
+    return export_generator(G.state_dict(), get_preset("tiny-16").model, path)
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +375,9 @@ def test_cli_serve_prints_url_answers_and_stops_on_ctrl_c(weights):
         (["--port", "70000"], "port number"),
         (["--weights", "nope.safetensors"], "nope.safetensors"),
         (["--device", "tpu"], "--device"),
+        (["--model", "nope"], "nope"),
+        (["--run", "no/such/run"], "no/such/run"),
+        (["--run", "r", "--weights", "w"], "not allowed with"),
     ],
 )
 def test_cli_serve_bad_options_are_one_line_errors(args, message, capsys):
@@ -387,3 +390,17 @@ def test_cli_serve_bad_options_are_one_line_errors(args, message, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
     assert sum(line.startswith("catgan serve: error:") for line in err.splitlines()) == 1  # after any usage
+
+
+def test_bind_makes_a_tcp_socket_and_names_a_busy_port():
+    from catgan.errors import CatganError
+    from catgan.web.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        # proto TCP (not 0) is what makes asyncio set TCP_NODELAY: without it keep-alive waits ~40 ms
+        assert sock.proto == socket.IPPROTO_TCP
+        with pytest.raises(CatganError, match=r"cannot listen on 127\.0\.0\.1:\d+"):
+            _bind("127.0.0.1", sock.getsockname()[1])
+    finally:
+        sock.close()

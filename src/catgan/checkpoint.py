@@ -136,15 +136,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 # ---- exported generators -------------------------------------------------------------------------
 
 
-def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes, in name order: detects any edit of the weights."""
+def tensors_hash(tensors: dict[str, torch.Tensor], extra: str = "") -> str:
+    """sha256 over names, dtypes, shapes and bytes in name order, then `extra` (the config JSON when
+    exporting): detects any edit of the weights or of the config that rebuilds them."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         # reshape(-1): a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(extra.encode())
     return h.hexdigest()
+
+
+def generator_hash(tensors: dict[str, torch.Tensor], model: ModelConfig) -> str:
+    """The identity of a generator: its weights and the config that rebuilds it (as stored on export)."""
+    return tensors_hash(tensors, json.dumps(to_dict(model), sort_keys=True))
 
 
 def export_generator(
@@ -170,7 +177,7 @@ def export_generator(
         "format": EXPORT_FORMAT,
         "catgan_version": __version__,
         "model_config": json.dumps(to_dict(model), sort_keys=True),
-        "sha256": tensors_hash(tensors),
+        "sha256": generator_hash(tensors, model),
         "provenance": json.dumps(provenance, sort_keys=True, default=str),
     }
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "generator weights")
@@ -203,7 +210,7 @@ def load_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], Mode
         ) from err
     if meta.get("format") != EXPORT_FORMAT:
         raise CatganError(f"{path} is not a catgan generator (metadata format {meta.get('format')!r})")
-    if tensors_hash(tensors) != meta.get("sha256"):
+    if tensors_hash(tensors, meta.get("model_config", "")) != meta.get("sha256"):
         raise CatganError(
             f"{path}: weights do not match their recorded sha256 (file was modified or damaged)"
         )

@@ -653,6 +653,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every module-level function named `_add_<command>` declares one subcommand (so helpers in the
+    sections above must not use that prefix)."""
     parser = argparse.ArgumentParser(
         prog="catgan",
         description="Learn to draw new cat faces from photos.",

@@ -27,10 +27,10 @@ from catgan.checkpoint import (
     RUN_CONFIG,
     atomic_write,
     export_generator,
+    generator_hash,
     latest_checkpoint,
     load_checkpoint,
     load_generator_file,
-    tensors_hash,
 )
 from catgan.config import ModelConfig, from_dict
 from catgan.errors import CatganError
@@ -127,7 +127,7 @@ class LoadedGenerator:
     G: nn.Module
     model: ModelConfig
     name: str  # for people: "cats-64", "runs/cats64@step-00012000", "cats.safetensors"
-    sha256: str  # content hash of the weights (checkpoint.tensors_hash), as stored
+    sha256: str  # weights + config hash (checkpoint.generator_hash), as stored on export
     source: str  # "run:PATH", "file:PATH" or "bundled:NAME"
     info: dict[str, Any] = field(default_factory=dict)  # step, ema, provenance, ...
 
@@ -193,7 +193,7 @@ def _load_run(run: str | Path, ema: bool, device: torch.device) -> LoadedGenerat
         "checkpoint": str(ckpt),
         "train_config": state.get("train_config"),
     }
-    return LoadedGenerator(G, cfg, f"{run.name}@step-{step:08d}", tensors_hash(sd), f"run:{run}", info)
+    return LoadedGenerator(G, cfg, f"{run.name}@step-{step:08d}", generator_hash(sd, cfg), f"run:{run}", info)
 
 
 def _load_file(path: str | Path, device: torch.device, name: str | None, source: str) -> LoadedGenerator:
@@ -201,7 +201,7 @@ def _load_file(path: str | Path, device: torch.device, name: str | None, source:
     G = _build(tensors, cfg, str(path), device)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()})
     info = {"provenance": provenance, "dtype": ",".join(dtypes), "step": provenance.get("step")}
-    return LoadedGenerator(G, cfg, name or Path(path).stem, tensors_hash(tensors), source, info)
+    return LoadedGenerator(G, cfg, name or Path(path).stem, generator_hash(tensors, cfg), source, info)
 
 
 def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:

@@ -42,10 +42,12 @@ def serve(
     app = create_app(gen, max_concurrency=max_concurrency)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
+    wildcard = host in ("0.0.0.0", "::", "")
+    shown = "127.0.0.1" if wildcard else f"[{host}]" if ":" in host else host
+    where = f" (listening on every interface, {host or '*'})" if wildcard else ""
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log)
     server = uvicorn.Server(config)
-    print(f"catgan serve: {gen.name} at http://{shown}:{bound_port}/  (Ctrl-C to stop)", flush=True)
+    print(f"catgan serve: {gen.name} at http://{shown}:{bound_port}/{where}  (Ctrl-C to stop)", flush=True)
     try:
         server.run(sockets=[sock])  # uvicorn handles SIGINT/SIGTERM: stops accepting, finishes requests
     except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C once it has shut down
