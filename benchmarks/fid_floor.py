@@ -44,9 +44,12 @@ def main() -> None:
     src.add_argument("--data", type=Path, help="a prepared dataset (catgan.data.dataset.load_dataset)")
     src.add_argument("--faces", type=Path, help="a folder of face crops")
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n", type=int, default=1000, help="images per half")
-    p.add_argument("--n-noise", type=int, default=500)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n", type=int, default=1000, help="images per half (at most)")
+    p.add_argument("--n-noise", type=int, default=200)
+    p.add_argument(
+        "--budget", type=float, default=0, help="stop extracting after this many seconds (0 = none)"
+    )
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -60,34 +63,43 @@ def main() -> None:
         images = load_dataset(args.data, image_size=args.size)
     else:
         images = load_face_folder(args.faces, args.size)
-    order = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(images)))
     if 2 * args.n > len(images):
         raise SystemExit(f"--n {args.n}: only {len(images)} images, so at most --n {len(images) // 2}")
+    order = torch.from_numpy(np.random.default_rng(args.seed).permutation(len(images)))
     a, b = images[order[: args.n]], images[order[args.n : 2 * args.n]]
-    noise = torch.randint(0, 256, (args.n_noise, 3, args.size, args.size), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(args.seed))
+    gen = torch.Generator().manual_seed(args.seed)
+    noise = torch.randint(0, 256, (args.n_noise, 3, args.size, args.size), dtype=torch.uint8, generator=gen)
 
     extractor = InceptionExtractor.load(args.device, batch=args.batch)
     t = time.perf_counter()
-    fa, fb, fn = extractor.features(a), extractor.features(b), extractor.features(noise)
+    fn = extractor.features(noise)
+    fa, fb = [], []
+    # Alternate the halves batch by batch, so a time budget still leaves two equal halves.
+    for i in range(0, args.n, args.batch):
+        fa.append(extractor.features(a[i : i + args.batch]))
+        fb.append(extractor.features(b[i : i + args.batch]))
+        done = sum(map(len, fa))
+        print(f"{2 * done} / {2 * args.n} images, {time.perf_counter() - t:.0f} s", flush=True)
+        if args.budget and time.perf_counter() - start > args.budget:
+            break
+    fa, fb = np.concatenate(fa), np.concatenate(fb)
+    n = len(fa)
     feat_seconds = time.perf_counter() - t
     detector = CatFaceDetector.load()
-    kid_ab = kid(fa, fb, subsets=100, subset_size=1000)
-    kid_an = kid(fa, fn, subsets=100, subset_size=1000)
-    pr = precision_recall(fa, fb, k=3)
     result = {
         "source": str(args.data or args.faces),
         "size": args.size,
-        "n_per_half": args.n,
+        "n_per_half": n,
         "n_noise": args.n_noise,
         "fid_half_vs_half": fid_from_features(fa, fb),
-        "kid_half_vs_half": kid_ab,
-        "precision_recall_half_vs_half": pr,
+        "kid_half_vs_half": kid(fa, fb, subsets=100, subset_size=1000),
+        "precision_recall_half_vs_half": precision_recall(fa, fb, k=3),
         "fid_real_vs_noise": fid_from_features(fa, fn),
-        "kid_real_vs_noise": kid_an,
-        "catface_rate_real": detector.rate(images[order[: 2 * args.n]]),
+        "kid_real_vs_noise": kid(fa, fn, subsets=100, subset_size=1000),
+        "catface_rate_real": detector.rate(images),
+        "n_catface_real": len(images),
         "catface_rate_noise": detector.rate(noise),
-        "inception_img_per_s": (2 * args.n + args.n_noise) / feat_seconds,
+        "inception_img_per_s": (2 * n + args.n_noise) / feat_seconds,
         "threads": torch.get_num_threads(),
         "extractor": extractor.name,
         "resize": extractor.resize,

@@ -1,7 +1,7 @@
 """Inception-v3 feature throughput (img/s) for FID/KID: uint8 64 px images -> 299 px -> (N, 2048).
 
-    python benchmarks/inception_speed.py --device cpu --threads 2 --batch 32 --n 128
-    python benchmarks/inception_speed.py --device cuda --batch 256 --n 4096 --fp16
+python benchmarks/inception_speed.py --device cpu --threads 2 --batch 32 --n 128
+python benchmarks/inception_speed.py --device cuda --batch 256 --n 4096 --fp16
 """
 
 from __future__ import annotations

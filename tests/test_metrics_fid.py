@@ -38,7 +38,9 @@ def test_frechet_distance_matches_scipy_sqrtm(d, seed):
     rng = np.random.default_rng(seed)
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     s1, s2 = _random_cov(rng, d), _random_cov(rng, d)
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_fid_scipy(mu1, s1, mu2, s2), rel=1e-6, abs=1e-8)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        _fid_scipy(mu1, s1, mu2, s2), rel=1e-6, abs=1e-8
+    )
 
 
 def test_frechet_distance_closed_forms():
@@ -114,7 +116,9 @@ def test_kid_is_unbiased_for_one_distribution_and_positive_for_two():
 def test_kid_same_seed_same_value_and_small_sets():
     rng = np.random.default_rng(4)
     f1, f2 = rng.normal(size=(30, 8)), rng.normal(size=(20, 8))
-    assert kid(f1, f2, subsets=5, subset_size=1000, seed=1) == kid(f1, f2, subsets=5, subset_size=1000, seed=1)
+    assert kid(f1, f2, subsets=5, subset_size=1000, seed=1) == kid(
+        f1, f2, subsets=5, subset_size=1000, seed=1
+    )
     with pytest.raises(CatganError, match="feature sizes differ"):
         kid(f1, np.zeros((20, 9)))
     with pytest.raises(CatganError, match="subsets"):
@@ -183,3 +187,16 @@ def test_space_report_flags_copies_not_novel_samples():
     novel = space_report(rng.normal(size=(50, 8)), train)
     assert copies.copy_rate == 1.0 and copies.summary()["median_ratio"] < 0.01
     assert novel.copy_rate < 0.1 and 0.5 < novel.summary()["median_ratio"] < 2
+
+
+@pytest.mark.parametrize(("n", "d"), [(5, 12), (12, 12), (30, 12)])
+def test_low_rank_path_equals_full_fid(n, d):
+    from catgan.metrics.fid import frechet_distance_features, sqrt_psd
+
+    rng = np.random.default_rng(n)
+    real, fake = rng.normal(size=(40, d)), rng.normal(0.2, 1.5, size=(n, d))
+    mu, sigma = feature_stats(real)
+    full = frechet_distance(mu, sigma, *feature_stats(fake))
+    assert frechet_distance_features(mu, sigma, fake) == pytest.approx(full, rel=1e-6)  # sqrt(eps) at zero eigenvalues
+    assert frechet_distance(mu, sigma, *feature_stats(fake), sqrt_sigma1=sqrt_psd(sigma)) == pytest.approx(full)
+    assert full == pytest.approx(_fid_scipy(mu, sigma, *feature_stats(fake)), rel=1e-6)

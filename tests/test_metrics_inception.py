@@ -81,8 +81,8 @@ def test_features_shape_dtype_and_batch_independence(extractor):
 
 @pytest.fixture(scope="module")
 def real_features(extractor, shared_data):
-    faces = _faces(shared_data, 32)  # (32, 3, 64, 64)
-    base = faces[:16]
+    faces = _faces(shared_data, 24)  # (24, 3, 64, 64)
+    base = faces[:8]
     return {
         "faces": faces,
         "all": extractor.features(faces),
@@ -98,15 +98,15 @@ def test_fid_of_a_set_with_itself_is_zero(real_features):
 
 @pytest.mark.parametrize("kind", ["blur", "noise"])
 def test_fid_grows_monotonically_with_degradation(real_features, kind):
-    base = real_features["all"][:16]
+    base = real_features["all"][:8]
     fids = [fid_from_features(base, base)] + [fid_from_features(base, f) for f in real_features[kind]]
     assert fids[0] < 1e-3 < fids[1] < fids[2], fids
 
 
 def test_kid_of_two_real_halves_is_near_zero(real_features):
     f = real_features["all"]
-    halves, _ = kid(f[:16], f[16:], subsets=20, subset_size=16)
-    vs_noise, _ = kid(f[:16], real_features["noise"][1], subsets=20, subset_size=16)
+    halves, _ = kid(f[:12], f[12:], subsets=20, subset_size=12)
+    vs_noise, _ = kid(f[:8], real_features["noise"][1], subsets=20, subset_size=8)
     assert abs(halves) < 0.2 * vs_noise, (halves, vs_noise)
 
 
@@ -115,7 +115,9 @@ def test_catface_cascade_finds_real_cats_not_noise(cv2_available, shared_data):
 
     detector = CatFaceDetector.load()
     faces = _faces(shared_data, 48)
-    noise = torch.randint(0, 256, (48, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randint(
+        0, 256, (48, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     assert detector.rate(faces) > 0.75
     assert detector.rate(noise) < 0.05
     assert detector.found(faces[:4]).dtype == bool
@@ -127,16 +129,44 @@ def test_cli_evaluate_against_itself(extractor, cv2_available, tmp_path, capsys)
     synth = pytest.importorskip("synth")
     from catgan.cli import main
 
-    data = synth.make_prepared_dataset(tmp_path / "ds", n=16, size=16)
+    data = synth.make_prepared_dataset(tmp_path / "ds", n=8, size=16)
     out = tmp_path / "metrics.json"
-    argv = ["evaluate", "--data", str(data), "--against", str(data), "--n", "8", "--kid-subsets", "5",
-            "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    argv = [
+        "evaluate",
+        "--data",
+        str(data),
+        "--against",
+        str(data),
+        "--n",
+        "4",
+        "--kid-subsets",
+        "5",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     result = json.loads(out.read_text())
-    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "catface_rate", "catface_rate_real",
-                "nn_distance", "n", "extractor", "resize", "device", "seconds"):
+    for key in (
+        "fid",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "catface_rate",
+        "catface_rate_real",
+        "nn_distance",
+        "n",
+        "extractor",
+        "resize",
+        "device",
+        "seconds",
+    ):
         assert key in result, key
-    assert result["n"] == 8 and result["device"] == "cpu" and "bilinear" in result["resize"]
+    assert result["n"] == 4 and result["device"] == "cpu" and "bilinear" in result["resize"]
     assert "FID" in capsys.readouterr().out
-    assert main(argv[:-2] + ["--n", "9"]) == 2  # more than half of 16 images
+    assert main(argv[:-2] + ["--n", "5"]) == 2  # more than half of 8 images
     assert "larger than half" in capsys.readouterr().err

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from catgan.errors import CatganError
-from catgan.metrics.evaluate import EvalConfig, FIDEvaluator, draw_samples, evaluate, evaluate_real, format_table
+from catgan.metrics.evaluate import (
+    EvalConfig,
+    FIDEvaluator,
+    draw_samples,
+    evaluate,
+    evaluate_real,
+    format_table,
+)
 from catgan.metrics.reference import cache_key, reference_stats
 
 synth = pytest.importorskip("synth", reason="tests/synth.py (synthetic datasets) is missing")
@@ -45,7 +52,9 @@ def other_dataset(tmp_path_factory):
 
 @pytest.fixture()
 def cfg(tmp_path):
-    return EvalConfig(n=16, batch=5, kid_subsets=5, kid_subset_size=8, catface=False, pairs_png=tmp_path / "p.png")
+    return EvalConfig(
+        n=16, batch=5, kid_subsets=5, kid_subset_size=8, catface=False, pairs_png=tmp_path / "p.png"
+    )
 
 
 def _images(dataset):
@@ -55,7 +64,9 @@ def _images(dataset):
 
 
 def _noise(n, size=16, seed=0):
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_reference_cache_reused_and_invalidated_on_file_change(tmp_path):
@@ -80,8 +91,18 @@ def test_reference_cache_reused_and_invalidated_on_file_change(tmp_path):
 
 def test_cache_key_depends_on_everything():
     base = cache_key("abc", 64, "bilinear", "inception")
-    assert len({base, cache_key("abd", 64, "bilinear", "inception"), cache_key("abc", 128, "bilinear", "inception"),
-                cache_key("abc", 64, "bicubic", "inception"), cache_key("abc", 64, "bilinear", "other")}) == 5
+    assert (
+        len(
+            {
+                base,
+                cache_key("abd", 64, "bilinear", "inception"),
+                cache_key("abc", 128, "bilinear", "inception"),
+                cache_key("abc", 64, "bicubic", "inception"),
+                cache_key("abc", 64, "bilinear", "other"),
+            }
+        )
+        == 5
+    )
 
 
 def test_corrupt_cache_file_is_recomputed(tmp_path, dataset):
@@ -96,8 +117,21 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, dataset):
 def test_evaluate_generator_keys_and_json(tmp_path, dataset, cfg):
     noise = _noise(64)
     result = evaluate(lambda seeds: noise[list(seeds)], dataset, TinyExtractor(), cfg, tmp_path / "cache")
-    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "nn_distance", "n", "extractor",
-                "resize", "device", "seconds", "copy_rate", "pairs_png"):
+    for key in (
+        "fid",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "nn_distance",
+        "n",
+        "extractor",
+        "resize",
+        "device",
+        "seconds",
+        "copy_rate",
+        "pairs_png",
+    ):
         assert key in result, key
     assert result["n"] == 16 and result["n_real"] == 24 and result["resize"] == "area 4x4 (test)"
     assert result["fid"] > 0 and result["precision"] < 0.5
@@ -111,12 +145,19 @@ def test_evaluate_generator_keys_and_json(tmp_path, dataset, cfg):
 
 def test_memorisation_flags_a_generator_that_returns_training_images(tmp_path, dataset, cfg):
     train = _images(dataset)
-    copier = evaluate(lambda seeds: train[[s % len(train) for s in seeds]], dataset, TinyExtractor(), cfg, tmp_path)
+    copier = evaluate(
+        lambda seeds: train[[s % len(train) for s in seeds]], dataset, TinyExtractor(), cfg, tmp_path
+    )
     assert copier["copy_rate"] == 1.0
     assert copier["nn_distance"]["pixel"]["samples"]["median"] < 1e-2
     assert copier["fid"] < 1.0
-    novel = evaluate(_images(synth.make_prepared_dataset(tmp_path / "new", n=16, size=16, seed=5)),
-                     dataset, TinyExtractor(), cfg, tmp_path)
+    novel = evaluate(
+        _images(synth.make_prepared_dataset(tmp_path / "new", n=16, size=16, seed=5)),
+        dataset,
+        TinyExtractor(),
+        cfg,
+        tmp_path,
+    )
     assert novel["copy_rate"] <= 0.25
     assert novel["nn_distance"]["pixel"]["median_ratio"] > 0.3
 
@@ -125,7 +166,9 @@ def test_evaluate_real_same_dataset_uses_disjoint_halves(tmp_path, dataset):
     cfg = EvalConfig(n=12, kid_subsets=5, kid_subset_size=12, catface=False)
     result = evaluate_real(dataset, dataset, TinyExtractor(), cfg, tmp_path)
     assert result["n"] == 12 and result["nn_distance"]["pixel"]["samples"]["min"] > 1e-3  # no image twice
-    default_n = evaluate_real(dataset, dataset, TinyExtractor(), EvalConfig(catface=False, kid_subsets=2), tmp_path)
+    default_n = evaluate_real(
+        dataset, dataset, TinyExtractor(), EvalConfig(catface=False, kid_subsets=2), tmp_path
+    )
     assert default_n["n"] == 12
 
 
@@ -137,8 +180,9 @@ def test_evaluate_real_two_datasets(tmp_path, dataset, other_dataset):
 
 def test_fid_evaluator_for_training(tmp_path, dataset):
     ex = TinyExtractor()
-    evaluator = FIDEvaluator(dataset, n=10, batch=4, cache_dir=tmp_path, extractor=ex, kid_subsets=3,
-                             kid_subset_size=8)
+    evaluator = FIDEvaluator(
+        dataset, n=10, batch=4, cache_dir=tmp_path, extractor=ex, kid_subsets=3, kid_subset_size=8
+    )
     train = _images(dataset)
     seen = []
 
@@ -157,7 +201,9 @@ def test_fid_evaluator_for_training(tmp_path, dataset):
 def test_error_empty_dataset(tmp_path, cfg):
     empty = tmp_path / "cats-16"
     empty.mkdir()
-    (empty / "dataset.json").write_text(json.dumps({"format": "catgan-dataset", "image_size": 16, "images": []}))
+    (empty / "dataset.json").write_text(
+        json.dumps({"format": "catgan-dataset", "image_size": 16, "images": []})
+    )
     with pytest.raises(CatganError, match="no images"):
         evaluate(_noise(16), empty, TinyExtractor(), cfg, tmp_path)
 

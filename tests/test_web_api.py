@@ -96,6 +96,8 @@ def test_openapi_schema_lists_every_endpoint(client):
     paths = r.json()["paths"]
     for path in ("/api/info", "/api/cat/{seed}.png", "/api/grid.png", "/api/interpolate.png"):
         assert path in paths
+    seed = paths["/api/cat/{seed}.png"]["get"]["parameters"][0]["schema"]
+    assert seed["type"] == "integer" and seed["minimum"] == 0 and seed["exclusiveMaximum"] == SEED_LIMIT
     names = {p["name"] for p in paths["/api/interpolate.png"]["get"]["parameters"]}
     assert names == {"a", "b", "t", "truncation"}
     errors = paths["/api/grid.png"]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
@@ -205,6 +207,11 @@ BAD = [
     ("/api/cat/abc.png", "seed"),
     ("/api/cat/1.5.png", "seed"),
     ("/api/cat/99999999999999999999999999999.png", "seed"),
+    ("/api/cat/+5.png", "seed"),
+    ("/api/cat/1_000.png", "seed"),
+    ("/api/cat/%205.png", "seed"),
+    ("/api/cat/0x10.png", "seed"),
+    ("/api/interpolate.png?a=1_0&b=2&t=0.5", "a"),
     ("/api/cat/1.png?truncation=1.5", "truncation"),
     ("/api/cat/1.png?truncation=-0.1", "truncation"),
     ("/api/cat/1.png?truncation=nan", "truncation"),
@@ -260,6 +267,7 @@ def test_unknown_paths_and_methods_are_json(client):
 def test_parse_seed_list():
     assert parse_seed_list("3, 10-12,3") == [3, 10, 11, 12, 3]
     assert parse_seed_list(f"{SEED_LIMIT - 1}") == [SEED_LIMIT - 1]
+    assert parse_seed_list("00000000007") == [7]
 
 
 # ---- concurrency: off the event loop, bounded, and refusing a pile-up ----------------------------

@@ -144,14 +144,15 @@ _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --run runs/cats64 --epochs 50      # continue that run to epoch 50
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
-  torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run runs/ddp
+  torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 
 Options left out take the preset's value (or, when continuing a run, the run's own). Re-running into a
 run folder continues it exactly where it stopped; only the stopping point (--epochs, --max-steps) and
 the logging cadence may change. Ctrl-C saves a checkpoint and exits 130.
-Under torchrun, --batch is the global batch: each of the N processes takes batch / N images per step
-and the learning rates apply unchanged to the all-reduced (averaged) gradient, so N processes with
---batch B train like one process with --batch B (see docs/distributed.md).
+Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
+global batch: each of the N processes takes batch / N images per step and the learning rates apply
+unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
+process with --batch B (see docs/distributed.md).
 """
 
 
@@ -166,7 +167,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "train", what, _TRAIN_EPILOG, _run_train)
     p.add_argument("dataset", help="a prepared dataset folder (from `catgan prepare`)")
     opt(p, "--preset", choices=list(PRESETS), help="model + training preset (new runs: dcgan-64)")
-    p.add_argument("--run", required=True, help="run folder: config, checkpoints, samples, metrics")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="run folder: config, checkpoints, samples, metrics (spell it --run-dir under torchrun)",
+    )
     g = p.add_argument_group("training (override the preset)")
     opt(g, "--epochs", type=positive_int, help="train until this many epochs are done")
     opt(g, "--max-steps", type=nonneg_int, help="stop after this many steps (0: epochs decide)")
@@ -201,6 +208,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--compile", action="store_true", help="torch.compile G and D (slow start, faster steps)")
     r.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
     r.add_argument("--resume", action="store_true", help="insist on continuing (error if no checkpoint)")
+    r.add_argument(
+        "--dist-timeout", type=positive_float, default=900, help="torchrun: seconds a rank waits for another"
+    )
     r.add_argument("--dry-run", action="store_true", help="check the data and print the config, then exit")
 
 
@@ -244,7 +254,7 @@ def _run_train(args: argparse.Namespace) -> int:
         evaluator = FIDEvaluator(args.dataset, n=cfg.eval_n, device=device, batch=cfg.batch)
     from catgan.runtime import resolve_device
 
-    ctx = distributed.setup(resolve_device(device))
+    ctx = distributed.setup(resolve_device(device), timeout_s=args.dist_timeout)
     try:
         train(
             args.dataset,
@@ -519,7 +529,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub,
         "evaluate",
-        help="Measure a generator (or a second real dataset) against real faces: FID, KID and friends.",
+        help="Measure a generator (or a second real dataset) against real faces: FID, KID and more.",
         epilog=(
             "Prints a table and writes JSON with fid, kid_mean, kid_std, precision, recall, catface_rate,\n"
             "catface_rate_real, nn_distance, n, extractor, resize, device, seconds. Inception features of\n"
@@ -529,18 +539,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "  catgan evaluate --data data/faces/cats-64                   # the bundled model\n"
             "  catgan evaluate --run runs/cats64 --data data/faces/cats-64 --n 10000 --out metrics.json\n"
             "  catgan evaluate --weights cats.safetensors --data data/faces/cats-64 --device cuda\n"
-            "  catgan evaluate --data data/faces/cats-64 --against data/faces/cats-64  # floor: half vs half\n"
+            "  catgan evaluate --data data/faces/cats-64 --against data/faces/cats-64   # the floor: halves\n"
         ),
         run=_run_evaluate,
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--run", metavar="DIR", help="a training run folder (its latest checkpoint)")
     src.add_argument("--weights", metavar="FILE", help="an exported .safetensors generator")
-    src.add_argument("--model", metavar="NAME", help="a bundled model (default: the bundled cats-64)")
+    src.add_argument("--model", metavar="NAME", help="a bundled model by name (none given: the default)")
     src.add_argument("--against", metavar="DATASET2", help="compare two real datasets instead (no generator)")
     p.add_argument("--data", required=True, metavar="DATASET", help="the real prepared dataset")
     p.add_argument(
-        "--n", type=positive_int, default=None,
+        "--n",
+        type=positive_int,
+        default=None,
         help="samples to draw (default 10000); with --against, images per side (default: all, half each "
         "when DATASET2 is DATASET)",
     )
@@ -567,8 +579,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from catgan.runtime import resolve_device
 
     cfg = EvalConfig(
-        n=args.n, batch=args.batch, seed=args.seed, kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size, catface=args.catface, memorisation=args.memorisation,
+        n=args.n,
+        batch=args.batch,
+        seed=args.seed,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        catface=args.catface,
+        memorisation=args.memorisation,
         pairs_png=Path(args.pairs) if args.pairs else None,
     )
     device = resolve_device(args.device)
@@ -578,10 +595,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     else:
         from catgan.generate import generate_images, load_generator
 
-        gen = load_generator(run=args.run, weights=args.weights, model=args.model, ema=args.ema, device=device)
-        result = evaluate(
-            lambda seeds: generate_images(gen, seeds, batch=args.batch), args.data, extractor, cfg, args.cache_dir
+        gen = load_generator(
+            run=args.run, weights=args.weights, model=args.model, ema=args.ema, device=device
         )
+        sample_fn = lambda seeds: generate_images(gen, seeds, batch=args.batch)  # noqa: E731
+        result = evaluate(sample_fn, args.data, extractor, cfg, args.cache_dir)
         result["generator"] = gen.name
     print(format_table(result))
     if args.out:
@@ -620,10 +638,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "needs the serve extra: pip install 'catgan[serve]'",
         _run_serve,
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", metavar="DIR", help="a training run folder (its latest checkpoint)")
-    src.add_argument("--weights", metavar="FILE", help="an exported generator .safetensors")
-    src.add_argument("--model", metavar="NAME", help="a bundled generator (default: cats-64)")
+    _source_options(p)  # --run / --weights / --model and --ema, as generate has them
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = every interface)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (0 = any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -647,7 +662,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from catgan.web.server import serve
 
     device = resolve_device(args.device)
-    gen = load_generator(run=args.run, weights=args.weights, model=args.model, device=str(device))
+    gen = load_generator(
+        run=getattr(args, "run", None),
+        weights=getattr(args, "weights", None),
+        model=getattr(args, "model", None),
+        ema=args.ema,
+        device=str(device),
+    )
     serve(gen, args.host, args.port, max_concurrency=args.max_concurrency, access_log=not args.quiet)
     return 0
 

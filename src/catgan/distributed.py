@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from catgan.errors import CatganError
 
-# How long a collective may wait for a peer before the job gives up. A dead rank is usually noticed much
-# sooner (torchrun stops the others, gloo reports the closed connection); this bounds the rest.
-DEFAULT_TIMEOUT_S = 300.0
+# How long a collective may wait for a peer before the job gives up. A dead rank is noticed much sooner
+# (torchrun stops the others within seconds); this bounds the rest: a hung or unreachable peer. It must
+# exceed the longest stretch rank 0 spends alone: a checkpoint write or an FID evaluation.
+DEFAULT_TIMEOUT_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,62 @@ def any_rank(flag: bool, device: torch.device, ctx: DistContext) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_from_main(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's `obj` on every rank (pickled over the process group: rank 0 is trusted, files are not)."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch: every rank's images together.
+
+    Unlike nn.SyncBatchNorm (CUDA only) it runs on any backend, gloo on the CPU included, so the same
+    code is tested on the CPU and used on GPUs. The per-channel sums travel in one differentiable
+    all-reduce (its backward all-reduces the gradients), so the gradients are those of one big batch.
+    With one process, or in eval mode, it is exactly BatchNorm2d. Same parameters, buffers and state
+    dict keys as BatchNorm2d, so checkpoints move freely between --sync-bn and not.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        if not (
+            self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        ):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        xf = x.float()  # statistics in fp32, also under bf16 autocast
+        count = torch.full((1,), x.numel() / c, device=x.device)
+        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))  # (2C + 1,)
+        n = stats[-1]
+        mean = stats[:c] / n  # (C,)
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BatchNorm normalises with
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)  # unbiased, as BatchNorm
+        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def global_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d in `module` replaced (in place) by a GlobalBatchNorm2d holding the same tensors."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new.to(next(child.buffers()).device))
+        else:
+            global_batchnorm(child)
+    return module

@@ -36,7 +36,7 @@ from catgan import losses
 from catgan.augment import diff_augment
 from catgan.config import ModelConfig, TrainConfig, diff, dumps, from_dict, to_dict
 from catgan.data.dataset import epoch_permutation, load_dataset, to_float, to_uint8
-from catgan.distributed import DistContext, all_mean, any_rank
+from catgan.distributed import DistContext, all_mean, any_rank, broadcast_from_main, global_batchnorm
 from catgan.errors import CatganError
 from catgan.generate import latents_from_seeds, make_grid, save_image
 from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
@@ -98,6 +98,12 @@ def load_images(dataset: str | Path | torch.Tensor, image_size: int) -> torch.Te
 
 
 @torch.no_grad()
+def ema_decay(decay: float, step: int) -> float:
+    """The decay warmed up as (1 + step) / (10 + step) (TensorFlow's num_updates rule), capped at `decay`:
+    with a fixed 0.999 the average would still be 80% random init after 200 steps."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
     e_params = list(ema.parameters())
@@ -127,17 +133,44 @@ def _truncate_metrics(path: Path, step: int) -> None:
     ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(keep)), "metrics")
 
 
+def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: bool):
+    """(path, state) of the run's latest checkpoint, checked against the configs; (None, None) if new."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        if resume:
+            raise CatganError(
+                f"--resume: {run_dir} has no checkpoint to resume from; drop --resume to start it"
+            )
+        return None, None
+    state = ckpt.load_checkpoint(latest)
+    saved_model = from_dict(ModelConfig, state["model_config"])
+    saved_train = from_dict(TrainConfig, state["train_config"])
+    problems = [f"model.{d}" for d in diff(saved_model, model)]
+    problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
+    if problems:
+        raise CatganError(
+            f"{run_dir} holds a run with a different config (saved -> asked): {'; '.join(problems)}; "
+            "use the run's own settings or a new --run folder"
+        )
+    return latest, state
+
+
 # ---- Ctrl-C ----------------------------------------------------------------------------------------
 
 
 class _StopFlag:
-    """SIGINT asks the loop to stop after the current step and save; a second SIGINT aborts at once."""
+    """SIGINT asks the loop to stop after the current step and save; a second SIGINT aborts at once.
 
-    def __init__(self) -> None:
+    Under torchrun a worker gets Ctrl-C twice (from the terminal and from the launcher passing it on),
+    so there a second SIGINT changes nothing: the ranks agree on the step to stop at, rank 0 saves.
+    """
+
+    def __init__(self, abort_on_second: bool = True) -> None:
         self.requested = False
+        self.abort_on_second = abort_on_second
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and self.abort_on_second:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -151,6 +184,21 @@ class _StopFlag:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _peer_errors(ctx: DistContext, run_dir: str | Path) -> Iterator[None]:
+    """A collective that fails (a peer died, the network went, the timeout passed) -> one clear line."""
+    try:
+        yield
+    except RuntimeError as err:  # DistBackendError and gloo's "Connection closed by peer" alike
+        if not ctx.enabled or isinstance(err, CatganError):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CatganError(
+            f"rank {ctx.rank}: lost contact with the other processes ({first}); one probably died, see "
+            f"the launcher's report for which; the last checkpoint in {run_dir}/checkpoints is intact"
+        ) from err
 
 
 # ---- the loop --------------------------------------------------------------------------------------
@@ -195,7 +243,7 @@ def train(
         # all cores by default; torchrun ranks on one machine share them
         torch.set_num_threads(threads or max(1, cpu_count() // ctx.local_world))
     try:
-        with _StopFlag().installed() as stop:
+        with _StopFlag(abort_on_second=not ctx.enabled).installed() as stop, _peer_errors(ctx, run_dir):
             return _train(
                 dataset,
                 model,
@@ -252,20 +300,16 @@ def _train(
         total = min(total, cfg.max_steps)
 
     # ---- run folder: new, or resume the checkpoint there
-    latest = ckpt.latest_checkpoint(run_dir)
-    if resume and latest is None:
-        raise CatganError(f"--resume: {run_dir} has no checkpoint to resume from; drop --resume to start it")
-    state = ckpt.load_checkpoint(latest) if latest is not None else None
-    if state is not None:
-        saved_model = from_dict(ModelConfig, state["model_config"])
-        saved_train = from_dict(TrainConfig, state["train_config"])
-        problems = [f"model.{d}" for d in diff(saved_model, model)]
-        problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
-        if problems:
-            raise CatganError(
-                f"{run_dir} holds a run with a different config (saved -> asked): {'; '.join(problems)}; "
-                "use the run's own settings or a new --run folder"
-            )
+    # rank 0 reads the checkpoint and checks it; every rank gets the same state (or the same error)
+    latest, state, problem = None, None, None
+    if ctx.is_main:
+        try:
+            latest, state = _resume_state(run_dir, model, cfg, resume)
+        except CatganError as err:
+            problem = str(err)
+    latest, state, problem = broadcast_from_main((latest, state, problem), ctx)
+    if problem:
+        raise CatganError(problem)
     log(dumps(model=model, train=cfg))
     info = model_info(model)
     log(
@@ -279,9 +323,8 @@ def _train(
     # ---- models, optimizers, random generators
     torch.manual_seed(cfg.seed)  # the weight init (and spectral norm's first vectors) come from here
     G, D = Generator(model).to(dev), Discriminator(model).to(dev)
-    if ctx.enabled and cfg.sync_batchnorm:
-        G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    if ctx.enabled and cfg.sync_batchnorm:  # BatchNorm statistics over the global batch
+        G, D = global_batchnorm(G), global_batchnorm(D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -377,7 +420,7 @@ def _train(
 
         if G_ema is not None:
             if step >= cfg.ema_start:
-                update_ema(G_ema, G, cfg.ema)
+                update_ema(G_ema, G, ema_decay(cfg.ema, step - cfg.ema_start))
             else:
                 G_ema.load_state_dict(G.state_dict())
         return torch.stack(

@@ -21,7 +21,7 @@ import torch
 
 from catgan.errors import CatganError
 from catgan.metrics.catface import CatFaceDetector
-from catgan.metrics.fid import feature_stats, frechet_distance, kid
+from catgan.metrics.fid import fid_from_features, kid
 from catgan.metrics.memorisation import pixel_vectors, save_closest_pairs, space_report
 from catgan.metrics.prdc import precision_recall
 from catgan.metrics.reference import Extractor, ReferenceStats, reference_stats
@@ -73,7 +73,9 @@ def draw_samples(source: SampleFn | torch.Tensor, n: int, batch: int, seed: int 
     if isinstance(source, torch.Tensor):
         _check_images(source, "samples")
         if n > len(source):
-            raise CatganError(f"n={n} is larger than the {len(source)} images available; use n <= {len(source)}")
+            raise CatganError(
+                f"n={n} is larger than the {len(source)} images available; use n <= {len(source)}"
+            )
         return source[:n].cpu()
     chunks = []
     for start in range(seed, seed + n, batch):
@@ -98,10 +100,14 @@ def compare(
     Real images double as the 'training set' for memorisation.
     """
     real_feats = real.features if isinstance(real, ReferenceStats) else np.asarray(real)
-    mu_r, sigma_r = (real.mu, real.sigma) if isinstance(real, ReferenceStats) else feature_stats(real_feats)
+    fid = (
+        real.fid(fake_feats)
+        if isinstance(real, ReferenceStats)
+        else fid_from_features(real_feats, fake_feats)
+    )
     kid_mean, kid_std = kid(real_feats, fake_feats, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
     out: dict = {
-        "fid": frechet_distance(mu_r, sigma_r, *feature_stats(fake_feats)),
+        "fid": fid,
         "kid_mean": kid_mean,
         "kid_std": kid_std,
         **precision_recall(real_feats, fake_feats, k=cfg.k),
@@ -116,7 +122,9 @@ def compare(
         out["nn_distance"] = {"inception": inception.summary(), "pixel": pixel.summary()}
         out["copy_rate"] = max(inception.copy_rate, pixel.copy_rate)
         if cfg.pairs_png is not None:
-            out["pairs_png"] = str(save_closest_pairs(fake_images, real_images, pixel, cfg.pairs_png, cfg.pairs))
+            out["pairs_png"] = str(
+                save_closest_pairs(fake_images, real_images, pixel, cfg.pairs_png, cfg.pairs)
+            )
     return out
 
 
@@ -163,8 +171,19 @@ def evaluate(
     reference = reference_stats(folder, extractor, cache_dir, images=real_images)
     fake_feats = extractor.features(fake_images)  # (n, D)
     result = compare(fake_images, fake_feats, real_images, reference, cfg, detector)
-    return {**result, **_info(extractor, cfg, start, n=n, n_real=reference.n, data=str(folder),
-                              image_size=size, reference_cached=reference.from_cache)}
+    return {
+        **result,
+        **_info(
+            extractor,
+            cfg,
+            start,
+            n=n,
+            n_real=reference.n,
+            data=str(folder),
+            image_size=size,
+            reference_cached=reference.from_cache,
+        ),
+    }
 
 
 def evaluate_real(
@@ -203,16 +222,33 @@ def evaluate_real(
         smallest = min(len(images_a), len(images_b))
         n = cfg.n or smallest
         if n > smallest:
-            raise CatganError(f"n={n} is larger than the {smallest} images of the smaller dataset; use n <= {smallest}")
+            raise CatganError(
+                f"n={n} is larger than the {smallest} images of the smaller dataset; use n <= {smallest}"
+            )
         stats_b = reference_stats(folder_b, extractor, cache_dir, images=images_b)
         idx_a, idx_b = rng.permutation(len(images_a))[:n], rng.permutation(len(images_b))[:n]
     ta, tb = torch.from_numpy(np.sort(idx_a)), torch.from_numpy(np.sort(idx_b))
     result = compare(
-        images_b[tb], stats_b.features[np.sort(idx_b)].astype(np.float64),
-        images_a[ta], stats_a.features[np.sort(idx_a)].astype(np.float64), cfg, detector,
+        images_b[tb],
+        stats_b.features[np.sort(idx_b)].astype(np.float64),
+        images_a[ta],
+        stats_a.features[np.sort(idx_a)].astype(np.float64),
+        cfg,
+        detector,
     )
-    return {**result, **_info(extractor, cfg, start, n=n, n_real=n, data=str(folder_a),
-                              against=str(folder_b), image_size=int(images_a.shape[-1]))}
+    return {
+        **result,
+        **_info(
+            extractor,
+            cfg,
+            start,
+            n=n,
+            n_real=n,
+            data=str(folder_a),
+            against=str(folder_b),
+            image_size=int(images_a.shape[-1]),
+        ),
+    }
 
 
 class FIDEvaluator:
@@ -243,8 +279,15 @@ class FIDEvaluator:
         from catgan.metrics.inception import InceptionExtractor
         from catgan.runtime import resolve_device
 
-        self.cfg = EvalConfig(n=n, batch=batch, seed=seed, kid_subsets=kid_subsets,
-                              kid_subset_size=kid_subset_size, catface=False, memorisation=False)
+        self.cfg = EvalConfig(
+            n=n,
+            batch=batch,
+            seed=seed,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            catface=False,
+            memorisation=False,
+        )
         self.extractor = extractor or InceptionExtractor.load(resolve_device(str(device)), batch=batch)
         self.folder = resolve(data)
         images = load_dataset(self.folder)
@@ -260,7 +303,7 @@ class FIDEvaluator:
             self.reference.features, feats, self.cfg.kid_subsets, self.cfg.kid_subset_size, self.cfg.seed
         )
         return {
-            "fid": frechet_distance(self.reference.mu, self.reference.sigma, *feature_stats(feats)),
+            "fid": self.reference.fid(feats),
             "kid_mean": kid_mean,
             "kid_std": kid_std,
             **_info(self.extractor, self.cfg, start, n=self.cfg.n, n_real=self.reference.n),

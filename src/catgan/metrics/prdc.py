@@ -35,7 +35,9 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict[str
     """Precision, recall, density and coverage of (N, D) fake against (M, D) real features."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise CatganError(f"precision/recall need (N, D) features of one D, got {real.shape} and {fake.shape}")
+        raise CatganError(
+            f"precision/recall need (N, D) features of one D, got {real.shape} and {fake.shape}"
+        )
     if k < 1:
         raise CatganError(f"k must be >= 1, got {k}")
     real_r, fake_r = knn_radii(real, k), knn_radii(fake, k)  # (M,), (N,)

@@ -8,6 +8,7 @@ recomputed; a cache file written for other content is never read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from catgan.errors import CatganError
-from catgan.metrics.fid import feature_stats
+from catgan.metrics.fid import feature_stats, frechet_distance_features, sqrt_psd
 
 CACHE_VERSION = 1
 
@@ -50,6 +51,15 @@ class ReferenceStats:
     def n(self) -> int:
         return len(self.features)
 
+    @functools.cached_property
+    def sqrt_sigma(self) -> np.ndarray:
+        """sigma^(1/2) (D, D), computed once per loaded reference and reused by every FID against it."""
+        return sqrt_psd(self.sigma)
+
+    def fid(self, features: np.ndarray) -> float:
+        """FID of (N, D) features against this reference."""
+        return frechet_distance_features(self.mu, self.sigma, features, self.sqrt_sigma)
+
 
 def default_cache_dir() -> Path:
     """$CATGAN_CACHE/reference, else $XDG_CACHE_HOME/catgan/reference, else ~/.cache/catgan/reference."""
@@ -72,7 +82,11 @@ def _read(path: Path, key_fields: dict) -> ReferenceStats | None:
             if meta != key_fields:
                 return None
             return ReferenceStats(
-                features=z["features"], mu=z["mu"], sigma=z["sigma"], cache_file=path, from_cache=True,
+                features=z["features"],
+                mu=z["mu"],
+                sigma=z["sigma"],
+                cache_file=path,
+                from_cache=True,
                 **{k: meta[k] for k in ("fingerprint", "image_size", "extractor", "resize")},
             )
     except (OSError, ValueError, KeyError):
@@ -113,8 +127,13 @@ def reference_stats(
     if len(images) < 2:
         raise CatganError(f"dataset {folder} holds {len(images)} image(s); FID needs at least 2")
     size = int(images.shape[-1])
-    key_fields = {"fingerprint": fingerprint, "image_size": size, "resize": extractor.resize,
-                  "extractor": extractor.name, "version": CACHE_VERSION}
+    key_fields = {
+        "fingerprint": fingerprint,
+        "image_size": size,
+        "resize": extractor.resize,
+        "extractor": extractor.name,
+        "version": CACHE_VERSION,
+    }
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache / f"{folder.name}-{cache_key(fingerprint, size, extractor.resize, extractor.name)}.npz"
     if path.is_file() and (hit := _read(path, key_fields)) is not None:
@@ -122,8 +141,15 @@ def reference_stats(
     features = np.asarray(extractor.features(images), dtype=np.float64)  # (N, D)
     mu, sigma = feature_stats(features)
     stats = ReferenceStats(
-        features=features.astype(np.float32), mu=mu, sigma=sigma, fingerprint=fingerprint, image_size=size,
-        extractor=extractor.name, resize=extractor.resize, cache_file=path, from_cache=False,
+        features=features.astype(np.float32),
+        mu=mu,
+        sigma=sigma,
+        fingerprint=fingerprint,
+        image_size=size,
+        extractor=extractor.name,
+        resize=extractor.resize,
+        cache_file=path,
+        from_cache=False,
     )
     _write(path, stats, key_fields)
     return stats

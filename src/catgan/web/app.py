@@ -33,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 from starlette.exceptions import HTTPException
 
 from catgan import __version__
@@ -53,12 +53,23 @@ SEED_LIMIT = 2**32  # seeds are integers in [0, 2^32)
 MAX_IMAGES = 64  # most images one request may ask for
 MAX_SEEDS_TEXT = 1000  # characters in a `seeds` query: enough for 64 ten-digit seeds and commas
 CACHE_CONTROL = "public, max-age=86400"  # images are a pure function of model + parameters
-_ITEM_RE = re.compile(r"^([0-9]{1,10})(?:-([0-9]{1,10}))?$")
+_ITEM_RE = re.compile(r"^([0-9]{1,20})(?:-([0-9]{1,20}))?$")
+
+
+def _plain_digits(value: Any) -> Any:
+    """Seeds are written as plain decimal digits: not "+5", " 5", "1_000" (which int() would take)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,20}", value):
+        raise ValueError("a seed is a whole number in [0, 2^32) written in digits")
+    return value
 
 
 # Parameter types: FastAPI validates them and documents them in the OpenAPI schema.
-Seed = Annotated[int, PathParam(ge=0, lt=SEED_LIMIT, description="an integer in [0, 2^32)")]
-SeedQ = Annotated[int, Query(ge=0, lt=SEED_LIMIT, description="an integer in [0, 2^32)")]
+Seed = Annotated[
+    int, PathParam(ge=0, lt=SEED_LIMIT, description="an integer in [0, 2^32)"), BeforeValidator(_plain_digits)
+]
+SeedQ = Annotated[
+    int, Query(ge=0, lt=SEED_LIMIT, description="an integer in [0, 2^32)"), BeforeValidator(_plain_digits)
+]
 Truncation = Annotated[
     float, Query(ge=0.0, le=1.0, description="latent truncation in [0, 1]; 1 = none, 0 = the mean cat")
 ]
@@ -125,7 +136,8 @@ def encode_png(image: torch.Tensor) -> bytes:
     """uint8 (3, H, W) -> PNG bytes."""
     array = image.detach().cpu().permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
     buf = io.BytesIO()
-    Image.fromarray(array, mode="RGB").save(buf, format="PNG")
+    # zlib level 1: ~5x faster than Pillow's default 6 for ~20% more bytes; on a local page speed wins
+    Image.fromarray(array, mode="RGB").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

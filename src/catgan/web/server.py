@@ -35,10 +35,16 @@ def serve(
     access_log: bool = True,
 ) -> None:
     """Serve `gen` until Ctrl-C (or SIGTERM); returns after a graceful shutdown."""
+    import torch
     import uvicorn
 
+    from catgan.runtime import cpu_count
     from catgan.web.app import create_app
 
+    # This process is the server: split the cores between the generation threads. Each one using every
+    # core oversubscribes the CPU, and OpenMP's spinning makes that many times slower, not a bit.
+    if gen.device.type == "cpu":
+        torch.set_num_threads(max(1, cpu_count() // max_concurrency))
     app = create_app(gen, max_concurrency=max_concurrency)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]

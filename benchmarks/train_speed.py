@@ -1,0 +1,269 @@
+"""Training speed: catgan's loop against a plain PyTorch DCGAN loop and the bare model step, side by side.
+
+    python benchmarks/train_speed.py                          # dcgan-64 on the CPU
+    python benchmarks/train_speed.py --device cuda --peak-tflops 989   # thesis-128 on a GPU, as MFU
+
+Three ways to run the same networks, each for --steps steps after --warmup:
+- plain:   pytorch/examples/dcgan's loop: a torch DataLoader over the image files (PIL decode, to tensor,
+           normalise, collate, --workers processes), D on real then on fake, G through D.
+- bare:    catgan's step (D step, then G step through a frozen D, reusing the fakes) on one batch that
+           stays in memory: the rate of the model math alone, the ceiling for any loop.
+- catgan:  catgan.train.train() itself on the prepared dataset (uint8 tensor on the device, permutation
+           batches, metrics, everything but checkpoints), timed from its own metrics.jsonl.
+GFLOP/s uses the analytic count of catgan.models.dcgan.model_info (3 G + 9 D forwards per image).
+Data: --data, else data/faces/cats-64 when present, else synthetic PNG files written to a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from catgan import losses
+from catgan.config import get_preset
+from catgan.data.dataset import image_files, load_dataset, resolve
+from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
+from catgan.runtime import cpu_count
+from catgan.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- the plain PyTorch loop (pytorch/examples/dcgan, with the image files read by a DataLoader) ----------
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files -> float (3, H, W) in [-1, 1], decoded per item as torchvision's ImageFolder would."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as im:
+            x = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)  # (H, W, 3)
+        return (x.permute(2, 0, 1) - 0.5) / 0.5  # Normalize((0.5,) * 3, (0.5,) * 3)
+
+
+def plain_loop(files, preset, device, steps, warmup, workers) -> float:
+    """img/s of pytorch/examples/dcgan's training loop (BCE, real label 1, fake label 0)."""
+    model, cfg = preset.model, preset.train
+    torch.manual_seed(0)
+    netG, netD = Generator(model).to(device), Discriminator(model).to(device)
+    optD = torch.optim.Adam(netD.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(files), batch_size=cfg.batch, shuffle=True, num_workers=workers, drop_last=True,
+        persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    done, t0 = 0, None
+    while done < warmup + steps:
+        for real in loader:
+            if done == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            real = real.to(device, non_blocking=True)
+            b = real.shape[0]
+            # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+            netD.zero_grad()
+            errD_real = F.binary_cross_entropy_with_logits(netD(real), torch.ones(b, device=device))
+            errD_real.backward()
+            fake = netG(sample_latents(model, b, device=device))
+            errD_fake = F.binary_cross_entropy_with_logits(netD(fake.detach()), torch.zeros(b, device=device))
+            errD_fake.backward()
+            optD.step()
+            # (2) Update G network: maximize log(D(G(z)))
+            netG.zero_grad()
+            errG = F.binary_cross_entropy_with_logits(netD(fake), torch.ones(b, device=device))
+            errG.backward()
+            optG.step()
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(device)
+    return steps * cfg.batch / (time.perf_counter() - t0)
+
+
+# ---- the bare model step: catgan's math on one batch held in memory -------------------------------------
+
+
+def bare_step(preset, device, steps, warmup, amp=False, compile=False, channels_last=False) -> float:
+    """img/s of catgan's D step + G step (frozen D, fakes reused) with no data pipeline at all."""
+    model, cfg = preset.model, preset.train
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    G, D = Generator(model).to(device, memory_format=fmt), Discriminator(model).to(device, memory_format=fmt)
+    G_run, D_run = (torch.compile(G), torch.compile(D)) if compile else (G, D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    real = torch.rand(cfg.batch, 3, model.image_size, model.image_size, device=device) * 2 - 1
+    real = real.contiguous(memory_format=fmt)
+    gen = torch.Generator(device=device).manual_seed(0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        with autocast:
+            fake = G_run(sample_latents(model, cfg.batch, gen, device))
+            loss_d = losses.d_loss(
+                cfg.loss, D_run(real).float(), D_run(fake.detach()).float(), cfg.label_smoothing
+            )
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        with autocast:
+            loss_g = losses.g_loss(cfg.loss, None, D_run(fake).float())
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+    _sync(device)
+    return steps * cfg.batch / (time.perf_counter() - t0)
+
+
+# ---- catgan's own loop -------------------------------------------------------------------------------------
+
+
+def catgan_loop(data, preset, device, steps, warmup, amp=False, compile=False, channels_last=None) -> float:
+    """img/s of catgan.train.train(), from the timestamps in its metrics.jsonl (after the warm-up)."""
+    cfg = dataclasses.replace(
+        preset.train, epochs=10**6, max_steps=warmup + steps, sample_every=0, checkpoint_every=0, eval_every=0
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        train(
+            data, preset.model, cfg, Path(tmp) / "run", device=str(device), amp=amp, compile=compile,
+            progress=False, log_every=1, channels_last=channels_last, log=lambda _: None,
+            threads=torch.get_num_threads(),
+        )  # fmt: skip
+        times = [
+            json.loads(line)["time"]
+            for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+        ]
+    return steps * cfg.batch / (times[warmup + steps - 1] - times[warmup - 1])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_dataset(folder: Path, n: int, size: int) -> Path:
+    """n random-noise PNGs plus a dataset.json, in the layout `catgan prepare` writes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(n):
+        name = f"img{i:05d}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name)
+        names.append({"file": name})
+    (folder / "dataset.json").write_text(json.dumps({"image_size": size, "images": names}))
+    return folder
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--preset", help="default: dcgan-64 on the CPU, thesis-128 on CUDA")
+    p.add_argument("--data", help="prepared dataset folder (default: data/faces/cats-<size> or synthetic)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per variant (cpu 8, cuda 100)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (cpu 2, cuda 20)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the plain loop")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat the round; report the median")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for MFU")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    preset = get_preset(args.preset or ("thesis-128" if cuda else "dcgan-64"))
+    steps = args.steps or (100 if cuda else 8)
+    warmup = args.warmup or (20 if cuda else 2)
+    torch.set_num_threads(args.threads or cpu_count())
+    workers = args.workers if args.workers is not None else min(4, cpu_count())
+    size = preset.model.image_size
+    gflop = model_info(preset.model)["step_gflop"]
+
+    tmp = tempfile.TemporaryDirectory()
+    data = Path(args.data) if args.data else REPO / "data" / "faces" / f"cats-{size}"
+    if not (data / "dataset.json").is_file():
+        data = synthetic_dataset(
+            Path(tmp.name) / f"cats-{size}", n=(warmup + steps + 1) * preset.train.batch, size=size
+        )
+    folder = resolve(data)
+    files = image_files(folder)
+    images = load_dataset(folder, image_size=size)  # (N, 3, S, S): catgan reads the dataset once, up front
+
+    gpu = torch.cuda.get_device_name(device) if cuda else None
+    print(f"# {preset.name}, batch {preset.train.batch}, {gflop:.3f} GFLOP/img/step; {len(files)} images")
+    machine = gpu or platform.processor() or "cpu"
+    print(f"# {machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, {workers} DataLoader")
+    print(f"# workers, {steps} timed steps after {warmup} warm-up steps, median of {args.repeats} round(s)")
+
+    variants: list[tuple[str, callable]] = []
+    if not cuda:
+        variants += [
+            (
+                "plain PyTorch loop + DataLoader",
+                lambda: plain_loop(files, preset, device, steps, warmup, workers),
+            ),
+            ("bare model step (no data)", lambda: bare_step(preset, device, steps, warmup)),
+            ("catgan train loop", lambda: catgan_loop(images, preset, device, steps, warmup)),
+        ]
+    else:
+        variants += [
+            (
+                "plain PyTorch loop + DataLoader fp32",
+                lambda: plain_loop(files, preset, device, steps, warmup, workers),
+            ),
+        ]
+        n, w = steps, warmup
+        for amp, comp in ((False, False), (True, False), (True, True)):
+            tag = ("bf16" if amp else "fp32") + (" + compile" if comp else "") + " + channels_last"
+            variants += [
+                (f"bare model step {tag}", lambda a=amp, c=comp: bare_step(preset, device, n, w, a, c, True)),
+                (
+                    f"catgan train loop {tag}",
+                    lambda a=amp, c=comp: catgan_loop(images, preset, device, n, w, a, c),
+                ),
+            ]
+
+    results: dict[str, list[float]] = {name: [] for name, _ in variants}
+    for _ in range(args.repeats):  # interleaved rounds, so a busy machine slows every variant alike
+        for name, fn in variants:
+            results[name].append(fn())
+    print(f"\n| {'variant':<44} | img/s | GFLOP/s |" + (" MFU |" if args.peak_tflops else ""))
+    print(f"|{'-' * 46}|------:|--------:|" + ("----:|" if args.peak_tflops else ""))
+    rates = {}
+    for name, values in results.items():
+        rate = rates[name] = statistics.median(values)
+        mfu = f" {rate * gflop / 1e3 / args.peak_tflops:.1%} |" if args.peak_tflops else ""
+        print(f"| {name:<44} | {rate:5.1f} | {rate * gflop:7.1f} |{mfu}")
+    if not cuda:
+        ratio = rates["catgan train loop"] / rates["bare model step (no data)"]
+        plain = rates["catgan train loop"] / rates["plain PyTorch loop + DataLoader"]
+        print(
+            f"\ncatgan loop / bare model step = {ratio:.1%} (goal >= 90%); catgan / plain loop = {plain:.2f}x"
+        )
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
