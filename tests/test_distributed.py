@@ -44,7 +44,7 @@ def fit(data, run_dir, epochs: int):
 
 def torchrun(data, run_dir, *extra: str, tag: str = "") -> subprocess.Popen:
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    args += ["--monitor-interval", "0.2", "-m", "catgan", "train", str(data), "--preset", "tiny-16"]
+    args += ["-m", "catgan", "train", str(data), "--preset", "tiny-16"]
     args += ["--run-dir", str(run_dir), "--batch", "8", "--sync-bn", "--sample-every", "0", "--keep", "10"]
     args += ["--threads", "1", "--log-every", "1", "--no-progress", *extra]
     env = {**os.environ, "CATGAN_TEST_TAG": tag, "OMP_NUM_THREADS": "1"}
