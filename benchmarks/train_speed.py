@@ -248,13 +248,16 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):  # interleaved rounds, so a busy machine slows every variant alike
         for name, fn in variants:
             results[name].append(fn())
-    print(f"\n| {'variant':<44} | img/s | GFLOP/s |" + (" MFU |" if args.peak_tflops else ""))
-    print(f"|{'-' * 46}|------:|--------:|" + ("----:|" if args.peak_tflops else ""))
+    print(
+        f"\n| {'variant':<44} | img/s | range (rounds) | GFLOP/s |" + (" MFU |" if args.peak_tflops else "")
+    )
+    print(f"|{'-' * 46}|------:|---------------:|--------:|" + ("----:|" if args.peak_tflops else ""))
     rates = {}
     for name, values in results.items():
         rate = rates[name] = statistics.median(values)
         mfu = f" {rate * gflop / 1e3 / args.peak_tflops:.1%} |" if args.peak_tflops else ""
-        print(f"| {name:<44} | {rate:5.1f} | {rate * gflop:7.1f} |{mfu}")
+        spread = f"{min(values):.1f}-{max(values):.1f}"
+        print(f"| {name:<44} | {rate:5.1f} | {spread:>14} | {rate * gflop:7.1f} |{mfu}")
     if not cuda:
         ratio = rates["catgan train loop"] / rates["bare model step (no data)"]
         plain = rates["catgan train loop"] / rates["plain PyTorch loop + DataLoader"]

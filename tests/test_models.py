@@ -126,3 +126,12 @@ def test_spectral_norm_wraps_every_d_layer():
     layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert layers and all(hasattr(m, "parametrizations") for m in layers)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+
+def test_cli_info_prints_parameters_and_gflop(capsys):
+    from catgan.cli import main
+
+    assert main(["info", "--preset", "dcgan-64"]) == 0
+    out = capsys.readouterr().out
+    assert "3,576,704" in out and "2,765,569" in out
+    assert "0.209 GFLOP" in out and "2.496 GFLOP" in out

@@ -222,3 +222,17 @@ def test_cuda_asked_but_absent(tmp_path):
 def test_compile_path_on_cpu(tmp_path):
     result = run(tmp_path, max_steps=2, compile=True)
     assert math.isfinite(result.loss_d)
+
+
+def test_ema_averages_parameters_copies_buffers_and_warms_up():
+    from catgan.train import ema_decay, update_ema
+
+    model = torch.nn.BatchNorm1d(3)
+    ema = torch.nn.BatchNorm1d(3).requires_grad_(False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        model.running_mean.fill_(5.0)
+    update_ema(ema, model, decay=0.75)
+    assert torch.allclose(ema.weight, torch.full((3,), 1.25))  # 0.75 * 1 + 0.25 * 2
+    assert torch.equal(ema.running_mean, model.running_mean)
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999

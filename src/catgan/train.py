@@ -97,13 +97,13 @@ def load_images(dataset: str | Path | torch.Tensor, image_size: int) -> torch.Te
 # ---- EMA -------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def ema_decay(decay: float, step: int) -> float:
     """The decay warmed up as (1 + step) / (10 + step) (TensorFlow's num_updates rule), capped at `decay`:
     with a fixed 0.999 the average would still be 80% random init after 200 steps."""
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
+@torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
     e_params = list(ema.parameters())
@@ -245,43 +245,31 @@ def train(
     try:
         with _StopFlag(abort_on_second=not ctx.enabled).installed() as stop, _peer_errors(ctx, run_dir):
             return _train(
-                dataset,
-                model,
-                cfg,
-                Path(run_dir),
-                dev,
-                amp,
-                compile,
-                progress,
-                resume,
-                evaluator,
-                dry_run,
-                max(1, log_every),
-                channels_last,
-                ctx,
-                log,
-                stop,
-            )
+                dataset, model, cfg, Path(run_dir), dev=dev, amp=amp, compile=compile, progress=progress,
+                resume=resume, evaluator=evaluator, dry_run=dry_run, log_every=max(1, log_every),
+                channels_last=channels_last, ctx=ctx, log=log, stop=stop,
+            )  # fmt: skip
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _train(
-    dataset,
-    model,
-    cfg,
-    run_dir,
-    dev,
-    amp,
-    compile,
-    progress,
-    resume,
-    evaluator,
-    dry_run,
-    log_every,
-    channels_last,
+    dataset: str | Path | torch.Tensor,
+    model: ModelConfig,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    dev: torch.device,
+    amp: bool,
+    compile: bool,
+    progress: bool,
+    resume: bool,
+    evaluator: Evaluator | None,
+    dry_run: bool,
+    log_every: int,
+    channels_last: bool | None,
     ctx: DistContext,
-    log,
+    log: Callable[[str], None],
     stop: _StopFlag,
 ) -> TrainResult:
     if cfg.batch % ctx.world:
