@@ -197,6 +197,8 @@ def test_low_rank_path_equals_full_fid(n, d):
     real, fake = rng.normal(size=(40, d)), rng.normal(0.2, 1.5, size=(n, d))
     mu, sigma = feature_stats(real)
     full = frechet_distance(mu, sigma, *feature_stats(fake))
-    assert frechet_distance_features(mu, sigma, fake) == pytest.approx(full, rel=1e-6)  # sqrt(eps) at zero eigenvalues
-    assert frechet_distance(mu, sigma, *feature_stats(fake), sqrt_sigma1=sqrt_psd(sigma)) == pytest.approx(full)
+    # rel 1e-6: the full path takes sqrt of round-off at zero eigenvalues (~sqrt(eps))
+    assert frechet_distance_features(mu, sigma, fake) == pytest.approx(full, rel=1e-6)
+    root = sqrt_psd(sigma)
+    assert frechet_distance(mu, sigma, *feature_stats(fake), sqrt_sigma1=root) == pytest.approx(full)
     assert full == pytest.approx(_fid_scipy(mu, sigma, *feature_stats(fake)), rel=1e-6)

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -218,7 +219,11 @@ def test_cuda_asked_but_absent(tmp_path):
         run(tmp_path, device="cuda")
 
 
-@pytest.mark.skip(reason="torch.compile on the CPU needs ~1 min of C++ builds on 2 cores; run by hand")
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("CATGAN_RUN_SLOW"),
+    reason="torch.compile on the CPU takes ~50 s of C++ builds on 2 cores; set CATGAN_RUN_SLOW=1 to run it",
+)
 def test_compile_path_on_cpu(tmp_path):
     result = run(tmp_path, max_steps=2, compile=True)
     assert math.isfinite(result.loss_d)
