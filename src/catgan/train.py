@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -487,8 +488,9 @@ def _train(
             return
         numbers = (int, float)
         result = {k: float(v) for k, v in evaluator(sample_fn).items() if isinstance(v, numbers)}
-        write_record({"step": step, "epoch": epoch, **result})
-        log_line(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        write_record({"step": step, "epoch": epoch + pos / steps_per_epoch, **result})
+        shown = {k: v for k, v in result.items() if k in ("fid", "kid_mean")} or result
+        log_line(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
         if result.get("fid", math.inf) < best_fid:
             best_fid = result["fid"]
             ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT_DIR / BEST, state_dict())
@@ -497,6 +499,13 @@ def _train(
     window: list[torch.Tensor] = []
     window_t0 = time.perf_counter()
     last = (math.nan, math.nan)
+
+    def aside(work: Callable[[], None]) -> None:
+        """Run work that is not training (samples, FID, checkpoints), keeping it out of img/s."""
+        nonlocal window_t0
+        t0 = time.perf_counter()
+        work()
+        window_t0 += time.perf_counter() - t0
 
     def flush() -> None:
         """Log the window's means; stop on the first non-finite loss without saving anything."""
@@ -565,10 +574,10 @@ def _train(
                 if len(window) >= log_every:
                     flush()
                 if cfg.sample_every and step % cfg.sample_every == 0:
-                    sample()
+                    aside(sample)
                 if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     flush()
-                    evaluate()
+                    aside(evaluate)
                 if any_rank(stop.requested, dev, ctx):
                     interrupted = True
                     break
@@ -578,7 +587,7 @@ def _train(
                 periodic = cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0
                 if periodic and step < total and not interrupted:
                     flush()
-                    save(f"epoch {epoch}")
+                    aside(functools.partial(save, f"epoch {epoch}"))
             if interrupted:
                 break
         flush()
