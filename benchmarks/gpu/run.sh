@@ -3,7 +3,8 @@
 # faithful baseline for fixed wall-clock budgets, exports the generators, benchmarks the training loop,
 # and leaves everything under $OUT (at most 8 files, each <= 16 MiB):
 #   log.txt, runs.tgz (config, metrics.jsonl, sample grids, loss plots of every run),
-#   cats-64.safetensors (fp16), cats-128.safetensors.part-* (fp16, split; `cat` them back together).
+#   cats-64.safetensors, cats-64-diffaug.safetensors (fp16),
+#   cats-128.safetensors.part-* (fp16, split; `cat` them back together).
 # Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 600.
 # Rehearse on the CPU:  DEVICE=cpu B64=20 B128=20 BTHESIS=10 BENCH=0 OUT=/tmp/gpu bash benchmarks/gpu/run.sh
 set -uo pipefail
@@ -11,9 +12,10 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-out/gpu}
 DATA=${DATA:-.gpu-carry/data}
 DEVICE=${DEVICE:-cuda}
-B64=${B64:-170}          # training seconds for cats-64
-B128=${B128:-170}        # ... cats-128
-BTHESIS=${BTHESIS:-110}  # ... thesis-128 (the faithful baseline, for the ablation)
+B64=${B64:-110}          # training seconds for cats-64
+BDIFF=${BDIFF:-110}      # ... cats-64-diffaug (the small-data recipe, for the ablation)
+B128=${B128:-150}        # ... cats-128
+BTHESIS=${BTHESIS:-80}   # ... thesis-128 (the faithful baseline, for the ablation)
 BENCH=${BENCH:-1}        # 1: run benchmarks/train_speed.py too
 PEAK=${PEAK:-989}        # dense bf16 TFLOP/s of the card, for MFU (H100 SXM: 989)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -32,20 +34,21 @@ train() {  # name preset dataset seconds: SIGINT at the budget makes catgan save
 {
   date -u; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
   train cats-64 cats-64 "$DATA/cats-64" "$B64"
+  train cats-64-diffaug cats-64-diffaug "$DATA/cats-64" "$BDIFF"
   train cats-128 cats-128 "$DATA/cats-128" "$B128"
   train thesis-128 thesis-128 "$DATA/cats-128" "$BTHESIS"
-  for m in cats-64 cats-128; do
+  for m in cats-64 cats-64-diffaug cats-128; do
     $PY -m catgan export --run "$RUNS/$m" --out "$RUNS/$m.safetensors" --fp16
   done
   if [ "$BENCH" = 1 ]; then
     echo "== benchmark"
-    $PY benchmarks/train_speed.py --device "$DEVICE" --preset thesis-128 --data "$DATA/cats-128" --peak-tflops "$PEAK"
-    $PY benchmarks/train_speed.py --device "$DEVICE" --preset cats-64 --data "$DATA/cats-64" --peak-tflops "$PEAK"
+    $PY benchmarks/train_speed.py --device "$DEVICE" --preset thesis-128 --data "$DATA/cats-128" --peak-tflops "$PEAK" --steps 30
+    $PY benchmarks/train_speed.py --device "$DEVICE" --preset cats-64 --data "$DATA/cats-64" --peak-tflops "$PEAK" --steps 30
   fi
   date -u
 } 2>&1 | tee "$OUT/log.txt"
 
 (cd "$RUNS" && tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude='*.safetensors' */)
-cp "$RUNS/cats-64.safetensors" "$RUNS/cats-64.json" "$OUT/" 2>/dev/null
+cp "$RUNS"/cats-64*.safetensors "$OUT/" 2>/dev/null
 [ -f "$RUNS/cats-128.safetensors" ] && split -b 15M -d "$RUNS/cats-128.safetensors" "$OUT/cats-128.safetensors.part-"
 ls -la "$OUT"

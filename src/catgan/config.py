@@ -113,6 +113,19 @@ class Preset:
 def _presets() -> dict[str, Preset]:
     thesis = ModelConfig(arch="thesis", image_size=128, kernel=5, latent="uniform")
     dcgan = ModelConfig(arch="dcgan", image_size=64, kernel=4, latent="normal", max_channels=512)
+    # What small-data GANs learned since DCGAN: a Lipschitz D (spectral norm), hinge loss, an EMA of G,
+    # and augmentations D sees on real and fake alike, so it cannot memorise ~7k faces.
+    small_data = TrainConfig(
+        batch=64,
+        lr_d=2e-4,
+        lr_g=2e-4,
+        beta1=0.5,
+        beta2=0.99,
+        loss="hinge",
+        ema=0.999,
+        diffaug="color,translation,cutout",
+        flip=True,
+    )
     return {
         "thesis-128": Preset(
             "thesis-128",
@@ -134,35 +147,21 @@ def _presets() -> dict[str, Preset]:
         ),
         "cats-64": Preset(
             "cats-64",
-            "DCGAN-64 with what small-data GANs need: spectral norm, hinge loss, EMA, DiffAugment, flips.",
+            "The bundled 64 px model's recipe: dcgan-64 with an EMA of G (the best found on a CPU budget).",
+            dcgan,
+            TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999),
+        ),
+        "cats-64-diffaug": Preset(
+            "cats-64-diffaug",
+            "DCGAN-64 with the small-data recipe: spectral norm, hinge loss, EMA, DiffAugment, flips.",
             dataclasses.replace(dcgan, d_batchnorm=False, spectral_norm=True),
-            TrainConfig(
-                batch=64,
-                lr_d=2e-4,
-                lr_g=2e-4,
-                beta1=0.5,
-                beta2=0.99,
-                loss="hinge",
-                ema=0.999,
-                diffaug="color,translation,cutout",
-                flip=True,
-            ),
+            small_data,
         ),
         "cats-128": Preset(
             "cats-128",
             "The thesis architecture at 128 px with spectral norm, hinge loss, EMA, DiffAugment, flips.",
             dataclasses.replace(thesis, d_batchnorm=False, spectral_norm=True, latent="normal"),
-            TrainConfig(
-                batch=64,
-                lr_d=2e-4,
-                lr_g=2e-4,
-                beta1=0.5,
-                beta2=0.99,
-                loss="hinge",
-                ema=0.999,
-                diffaug="color,translation,cutout",
-                flip=True,
-            ),
+            small_data,
         ),
         "tiny-16": Preset(
             "tiny-16",
