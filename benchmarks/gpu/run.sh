@@ -12,10 +12,10 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-out/gpu}
 DATA=${DATA:-.gpu-carry/data}
 DEVICE=${DEVICE:-cuda}
-B64=${B64:-110}          # training seconds for cats-64
-BDIFF=${BDIFF:-110}      # ... cats-64-diffaug (the small-data recipe, for the ablation)
-B128=${B128:-150}        # ... cats-128
-BTHESIS=${BTHESIS:-80}   # ... thesis-128 (the faithful baseline, for the ablation)
+B64=${B64:-100}          # training seconds for cats-64
+BDIFF=${BDIFF:-100}      # ... cats-64-diffaug (the small-data recipe, for the ablation)
+B128=${B128:-140}        # ... cats-128
+BTHESIS=${BTHESIS:-70}   # ... thesis-128 (the faithful baseline, for the ablation)
 BENCH=${BENCH:-1}        # 1: run benchmarks/train_speed.py too
 PEAK=${PEAK:-989}        # dense bf16 TFLOP/s of the card, for MFU (H100 SXM: 989)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -44,6 +44,7 @@ train() {  # name preset dataset seconds: SIGINT at the budget makes catgan save
     echo "== benchmark"
     $PY benchmarks/train_speed.py --device "$DEVICE" --preset thesis-128 --data "$DATA/cats-128" --peak-tflops "$PEAK" --steps 30
     $PY benchmarks/train_speed.py --device "$DEVICE" --preset cats-64 --data "$DATA/cats-64" --peak-tflops "$PEAK" --steps 30
+    $PY benchmarks/ddp_overhead.py --device "$DEVICE" "${amp[@]}" --steps 50 --warmup 10 --rounds 3
   fi
   date -u
 } 2>&1 | tee "$OUT/log.txt"
