@@ -80,6 +80,9 @@ def test_truncated_foreign_and_pickled_files_are_refused(tmp_path):
         ckpt.load_checkpoint(tmp_path / "pickle.pt")
     with pytest.raises(CatganError, match="checkpoint not found"):
         ckpt.load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "zero.pt").write_bytes(b"")  # torch.load's error for it has no message at all
+    with pytest.raises(CatganError, match="cannot read checkpoint .*zero.pt"):
+        ckpt.load_checkpoint(tmp_path / "zero.pt")
 
 
 class Exploit:

@@ -78,6 +78,12 @@ def test_export_errors(run, tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder no file can go in)")
+def test_export_to_an_unwritable_folder_is_one_clear_error(run):
+    with pytest.raises(CatganError, match="could not write generator weights /proc/"):
+        g.export_run(run, "/proc/cats.safetensors")
+
+
 # ---- files that are not ours ---------------------------------------------------------------------
 
 

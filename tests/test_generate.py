@@ -232,6 +232,9 @@ def test_gif_loops_forever(tmp_path):
     path = g.save_gif(frames, tmp_path / "walk.gif", fps=10)
     with Image.open(path) as im:
         assert im.n_frames == 5 and im.info["loop"] == 0 and im.info["duration"] == 100
+    slow = g.save_gif(frames[:2], tmp_path / "slow.gif", fps=0.0016)  # the slowest a GIF can go
+    with Image.open(slow) as im:
+        assert im.info["duration"] == 625000
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
@@ -269,6 +272,7 @@ def test_cli_interpolate_gif_and_strip(tmp_path, run):
         (["generate", "--out", "x.png"], "run folder not found"),
         (["interpolate", "--seeds", "4", "--out", "w.gif"], "at least 2 seeds"),
         (["interpolate", "--seeds", "4,5", "--out", "w.mp4"], "use a .png or .jpg"),
+        (["interpolate", "--seeds", "4,5", "--fps", "0.001", "--out", "w.gif"], "fps must be >= 0.0015"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, run, capsys, argv, match):

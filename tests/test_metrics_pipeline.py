@@ -239,3 +239,31 @@ def test_error_bad_sample_function(tmp_path, dataset, cfg):
         evaluate(lambda seeds: torch.zeros(len(seeds), 3, 16, 16), dataset, TinyExtractor(), cfg, tmp_path)
     with pytest.raises(CatganError, match="returned 1 images for 5 seeds"):
         evaluate(lambda seeds: _noise(1), dataset, TinyExtractor(), cfg, tmp_path)
+
+
+def test_unwritable_cache_warns_and_keeps_the_features(tmp_path, dataset):
+    (tmp_path / "file").write_text("in the way")
+    ex = TinyExtractor()
+    with pytest.warns(UserWarning, match="could not cache reference statistics"):
+        stats = reference_stats(dataset, ex, tmp_path / "file" / "cache")  # a folder under a file
+    assert stats.n == 24 and stats.cache_file is None and not stats.from_cache
+
+
+def test_pairs_png_and_json_out_unwritable_are_one_line_errors(tmp_path, dataset, monkeypatch, capsys):
+    from catgan.cli import main
+    from catgan.metrics.inception import InceptionExtractor
+
+    (tmp_path / "file").write_text("in the way")
+    bad = tmp_path / "file" / "x"  # under a file: nothing can be written there
+    cfg = EvalConfig(n=8, batch=4, kid_subsets=2, kid_subset_size=4, catface=False, pairs_png=bad / "p.png")
+    with pytest.raises(CatganError, match="could not write closest pairs image"):
+        evaluate(_noise(8), dataset, TinyExtractor(), cfg, tmp_path / "cache")
+    monkeypatch.setattr(InceptionExtractor, "load", classmethod(lambda cls, *a, **k: TinyExtractor()))
+    argv = ["evaluate", "--data", str(dataset), "--against", str(dataset), "--n", "8", "--no-catface"]
+    argv += ["--kid-subsets", "2", "--kid-subset-size", "4", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--out", str(bad / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not write results" in err
+    assert main([*argv, "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 8
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left

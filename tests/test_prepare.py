@@ -279,6 +279,15 @@ def test_bad_source_exits_nonzero_naming_the_path(tmp_path, capsys, kind):
     assert not (tmp_path / "out" / "cats-64").exists()
 
 
+def test_out_that_cannot_be_created_is_one_clear_error(tmp_path, capsys):
+    write_face_folder(tmp_path / "faces", n=2, min_side=20, max_side=30)
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" / "out"  # its parent is a file: mkdir fails
+    rc = main(["prepare", str(tmp_path / "faces"), "--out", str(out), "--workers", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"cannot create --out {out}" in err
+
+
 # ---- sources, reruns, crashes ------------------------------------------------------------------
 
 
@@ -298,6 +307,19 @@ def test_zip_and_folder_give_identical_output(tmp_path):
         ma["recipe"].pop("sources"), mb["recipe"].pop("sources")
         assert ma == mb
         assert len(ma["images"]) == 4
+
+
+def test_a_zip_rewritten_between_runs_in_one_process_is_read_afresh(tmp_path):
+    write_cat_folders(tmp_path / "a", {"CAT_00": 2})
+    write_cat_folders(tmp_path / "b", {"CAT_00": 3}, seed=7)
+    zipped = write_zip(tmp_path / "a", tmp_path / "cats.zip")
+    run([zipped], tmp_path / "out1", sizes=(16,))
+    write_zip(tmp_path / "b", zipped)  # same path, other content (no stale open archive may be used)
+    run([zipped], tmp_path / "out2", sizes=(16,))
+    run([tmp_path / "b"], tmp_path / "ref", sizes=(16,))
+    for p in (tmp_path / "ref" / "cats-16").glob("*.png"):
+        assert p.read_bytes() == (tmp_path / "out2" / "cats-16" / p.name).read_bytes(), p.name
+    assert len(meta(tmp_path / "out2" / "cats-16")["images"]) == 3
 
 
 def test_several_sources_merge(tmp_path):

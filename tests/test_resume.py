@@ -113,6 +113,16 @@ def test_resume_flag_needs_a_checkpoint(data, tmp_path):
         fit(data, tmp_path, resume=True)
 
 
+def test_a_checkpoint_that_cannot_resume_is_one_clear_error(data, tmp_path):
+    fit(data, tmp_path, epochs=1)
+    path = ckpt.latest_checkpoint(tmp_path)
+    state = ckpt.load_checkpoint(path)
+    del state["train_config"], state["opt_d"]  # e.g. written by another tool: loads, cannot resume
+    ckpt.save_checkpoint(path, state)
+    with pytest.raises(CatganError, match=r"not a complete training checkpoint \(no opt_d, train_config\)"):
+        fit(data, tmp_path, epochs=2)
+
+
 def _train_process(data, run_dir) -> subprocess.Popen:
     """`catgan train` for (practically) ever, one checkpoint per epoch."""
     args = [sys.executable, "-m", "catgan", "train", str(data), "--preset", "tiny-16", "--run", str(run_dir)]

@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -178,6 +179,21 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["train", str(data), *base, "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, match",
+    [
+        (["--beta1", "1.5"], r"expected a number in \[0, 1\), got 1.5"),
+        (["--r1", "-1"], "expected a number >= 0"),
+    ],
+)
+def test_cli_refuses_out_of_range_optimizer_options(tmp_path, capsys, option, match):
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage + one error line, exit 2
+        main(["train", str(tmp_path / "d"), "--preset", "tiny-16", "--run", str(tmp_path / "r"), *option])
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
 
 
 def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

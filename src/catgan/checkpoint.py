@@ -125,9 +125,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle with code in it, not a torch file at all
-        raise CatganError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}"
-        ) from err
+        first = (str(err).strip().splitlines() or ["(no message)"])[0]  # a zero-byte file gives none
+        raise CatganError(f"cannot read checkpoint {path}: {type(err).__name__}: {first}") from err
     if not isinstance(state, dict) or "G" not in state or "model_config" not in state:
         raise CatganError(f"{path} is not a catgan training checkpoint (no generator or model config in it)")
     return state
@@ -162,7 +161,7 @@ def export_generator(
     **provenance: Any,
 ) -> Path:
     """Write G's weights as safetensors with the config and a content hash in its metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -180,7 +179,10 @@ def export_generator(
         "sha256": generator_hash(tensors, model),
         "provenance": json.dumps(provenance, sort_keys=True, default=str),
     }
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta), "generator weights")
+    # serialised in memory, then written by atomic_write: its OSError becomes a CatganError (save_file
+    # raises SafetensorError for an unwritable folder, which would escape as a traceback)
+    data = save(tensors, metadata=meta)
+    atomic_write(out, lambda tmp: tmp.write_bytes(data), "generator weights")
     write_json(
         out.with_suffix(".json"),
         {

@@ -46,6 +46,18 @@ def positive_float(text: str) -> float:
     return _number(text, float, 0.0, strict=True)
 
 
+def nonneg_float(text: str) -> float:
+    return _number(text, float, 0.0, strict=False)
+
+
+def beta(text: str) -> float:
+    """An Adam beta: a number in [0, 1) (torch.optim.Adam refuses anything else with a traceback)."""
+    value = _number(text, float, 0.0, strict=False)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value:g}")
+    return value
+
+
 def _command(sub: argparse._SubParsersAction, name: str, help: str, epilog: str, run: Runner):
     p = sub.add_parser(name, help=help, description=help, epilog=epilog, formatter_class=_Formatter)
     p.set_defaults(_run=run)
@@ -175,11 +187,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt(g, "--batch", type=positive_int, help="global batch size (all processes together)")
     opt(g, "--lr-d", type=positive_float, help="Adam learning rate of D")
     opt(g, "--lr-g", type=positive_float, help="Adam learning rate of G")
-    opt(g, "--beta1", type=float, help="Adam beta1")
+    opt(g, "--beta1", type=beta, help="Adam beta1, in [0, 1)")
     opt(g, "--loss", choices=LOSSES, help="GAN loss")
     opt(g, "--label-smoothing", type=positive_float, help="BCE target of reals (0.9: smoothing)")
     opt(g, "--ema", type=float, nargs="?", const=0.999, metavar="DECAY", help="EMA of G (alone: 0.999)")
-    opt(g, "--r1", type=float, metavar="GAMMA", help="R1 penalty weight on real images (0: off)")
+    opt(g, "--r1", type=nonneg_float, metavar="GAMMA", help="R1 penalty weight on real images (0: off)")
     opt(g, "--diffaug", metavar="POLICY", help='DiffAugment, e.g. "color,translation" ("": off)')
     opt(g, "--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips of reals")
     opt(g, "--seed", type=nonneg_int, help="seed of the weights, the data order and the noise")
@@ -450,6 +462,7 @@ def _run_interpolate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from catgan.generate import (
+        check_gif_fps,
         check_interpolation,
         generate_from_latents,
         image_format,
@@ -460,7 +473,9 @@ def _run_interpolate(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     check_interpolation(len(seeds), args.frames)
-    if Path(args.out).suffix.lower() != ".gif":
+    if Path(args.out).suffix.lower() == ".gif":
+        check_gif_fps(args.fps)  # a bad value fails before any work
+    else:
         image_format(args.out)  # a bad suffix fails before any work
     gen = _load_source(args)
     z = interpolation_latents(
@@ -598,9 +613,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         result["generator"] = gen.name
     print(format_table(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        from catgan.checkpoint import atomic_write
+
+        text = json.dumps(result, indent=2) + "\n"
+        out = atomic_write(args.out, lambda tmp: tmp.write_text(text), "results")
         print(f"wrote {out}")
     return 0
 

@@ -33,6 +33,7 @@ from catgan.checkpoint import (
     load_generator_file,
 )
 from catgan.config import ModelConfig, from_dict
+from catgan.data.dataset import to_uint8 as dataset_to_uint8
 from catgan.errors import CatganError
 from catgan.models.dcgan import Generator, sample_latents
 from catgan.runtime import resolve_device
@@ -44,6 +45,7 @@ DEFAULT_MODEL = "cats-64"
 SEED_LIMIT = 2**32  # seeds are integers in [0, 2^32)
 MAX_SEEDS = 1_000_000  # one request; a guard against "0-4294967295" filling memory with a list
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+GIF_MAX_FRAME_MS = 655_350  # a GIF stores a frame's delay in centiseconds, in 16 bits
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -171,19 +173,26 @@ def _generator_state(state: dict[str, Any], ema: bool) -> tuple[dict[str, torch.
     return sd, use_ema
 
 
-def _load_run(run: str | Path, ema: bool, device: torch.device) -> LoadedGenerator:
-    run = Path(run)
+def _run_generator(run: Path, ema: bool, hint: str):
+    """(checkpoint path, its state, ModelConfig, G's state dict, whether it is the EMA copy) of a
+    run's latest checkpoint; `hint` ends the error for a run without checkpoints."""
     if not run.is_dir():
         raise CatganError(f"run folder not found: {run}")
     ckpt = latest_checkpoint(run)
     if ckpt is None:
-        raise CatganError(f"{run} has no checkpoints yet (checkpoints/step-*.pt); train it first")
+        raise CatganError(f"{run} has no checkpoints yet (checkpoints/step-*.pt); {hint}")
     state = load_checkpoint(ckpt)
     try:
         cfg = from_dict(ModelConfig, dict(state["model_config"]))
     except (TypeError, ValueError) as err:
         raise CatganError(f"{ckpt}: unreadable model config: {err}") from err
     sd, used_ema = _generator_state(state, ema)
+    return ckpt, state, cfg, sd, used_ema
+
+
+def _load_run(run: str | Path, ema: bool, device: torch.device) -> LoadedGenerator:
+    run = Path(run)
+    ckpt, state, cfg, sd, used_ema = _run_generator(run, ema, "train it first")
     step = int(state.get("step", 0))
     G = _build(sd, cfg, str(ckpt), device)
     info = {
@@ -248,7 +257,7 @@ def load_generator(
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (N, 3, H, W) float -> uint8 in [0, 255] on the CPU (round to nearest)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return dataset_to_uint8(images.detach()).cpu()
 
 
 def _check_eval(G: nn.Module) -> None:
@@ -434,12 +443,20 @@ def interpolation_latents(
     return out
 
 
+def check_gif_fps(fps: float) -> None:
+    """Refuse a frame rate a GIF cannot hold (called before any work is done)."""
+    if not fps >= 1000 / GIF_MAX_FRAME_MS:
+        raise CatganError(
+            f"fps must be >= {1000 / GIF_MAX_FRAME_MS:.4f} (a GIF frame lasts at most "
+            f"{GIF_MAX_FRAME_MS / 1000:g} s), got {fps}"
+        )
+
+
 def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 20.0) -> Path:
     """uint8 frames (T, 3, H, W) -> an animated GIF that loops forever, written atomically."""
     if Path(path).suffix.lower() != ".gif":
         raise CatganError(f"cannot write {Path(path).name} as a GIF: use a .gif file name")
-    if not fps > 0:
-        raise CatganError(f"fps must be > 0, got {fps}")
+    check_gif_fps(fps)
     images = [_to_pil(f) for f in frames]
     duration = max(20, round(1000 / fps))  # ms per frame; browsers slow anything under 20 ms down
 
@@ -472,14 +489,7 @@ def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: boo
     run_dir = Path(run_dir)
     if Path(out).suffix != ".safetensors":
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
-    if not run_dir.is_dir():
-        raise CatganError(f"run folder not found: {run_dir}")
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise CatganError(f"{run_dir} has no checkpoints yet (checkpoints/step-*.pt); nothing to export")
-    state = load_checkpoint(ckpt)
-    cfg = from_dict(ModelConfig, dict(state["model_config"]))
-    sd, used_ema = _generator_state(state, ema)
+    ckpt, state, cfg, sd, used_ema = _run_generator(run_dir, ema, "nothing to export")
     _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
     provenance: dict[str, Any] = {
         "run": str(run_dir.resolve()),
@@ -520,6 +530,7 @@ __all__ = [
     "generate_from_latents",
     "generate_images",
     "image_format",
+    "check_gif_fps",
     "check_interpolation",
     "interpolation_latents",
     "keyframe_indices",

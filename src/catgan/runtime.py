@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from catgan.errors import CatganError
+
+if TYPE_CHECKING:
+    import torch  # imported where used, so data-only commands (prepare) can use cpu_count without it
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """ "auto" -> cuda when available, else cpu. "cuda" without a GPU is an error, not a silent fallback."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CatganError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:  # "cudax", "cuda:-1", "cuda:a"
+            raise CatganError(f"--device must be auto, cpu or cuda[:N], got {name!r}") from None
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CatganError(
+                f"--device {name}: this machine has {count} CUDA device(s): cuda:0..{count - 1}"
+            )
+        return device
     if name == "cpu":
         return torch.device("cpu")
     raise CatganError(f"--device must be auto, cpu or cuda[:N], got {name!r}")

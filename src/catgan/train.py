@@ -55,6 +55,11 @@ Evaluator = Callable[[SampleFn], dict[str, Any]]
 RESUMABLE_FIELDS = frozenset(
     {"epochs", "max_steps", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n"}
 )
+# What a checkpoint must hold to resume a run (see state_dict() in _train).
+RESUME_KEYS = (
+    "G", "D", "G_ema", "opt_g", "opt_d", "step", "epoch", "batch_in_epoch", "data_rng", "noise_rng",
+    "cpu_rng", "model_config", "train_config",
+)  # fmt: skip
 N_SAMPLES = 64  # the fixed latent batch of the sample grids: seeds 0..63
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
@@ -144,8 +149,17 @@ def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: b
             )
         return None, None
     state = ckpt.load_checkpoint(latest)
-    saved_model = from_dict(ModelConfig, state["model_config"])
-    saved_train = from_dict(TrainConfig, state["train_config"])
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CatganError(
+            f"{latest} is not a complete training checkpoint (no {', '.join(missing)}); "
+            "it cannot be resumed: move it away or use a new --run folder"
+        )
+    try:
+        saved_model = from_dict(ModelConfig, state["model_config"])
+        saved_train = from_dict(TrainConfig, state["train_config"])
+    except (TypeError, ValueError) as err:
+        raise CatganError(f"{latest}: unreadable saved config: {err}") from err
     problems = [f"model.{d}" for d in diff(saved_model, model)]
     problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
     if problems:
@@ -458,7 +472,7 @@ def _train(
         }
 
     last_ckpt: Path | None = latest
-    metrics_file = open(run_dir / METRICS, "a") if ctx.is_main else None  # noqa: SIM115 (closed below)
+    metrics_file = None  # opened (rank 0) just before the loop's try, which closes it
 
     def write_record(record: dict[str, Any]) -> None:
         if metrics_file is not None:
@@ -559,6 +573,7 @@ def _train(
     t_start = time.perf_counter()
     data = data.to(dev)  # (N, 3, S, S) uint8, once
     interrupted = False
+    metrics_file = open(run_dir / METRICS, "a") if ctx.is_main else None  # noqa: SIM115 (closed below)
     try:
         if step == 0:
             sample()

@@ -115,7 +115,8 @@ def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
 def batch_indices(
     n: int, batch_size: int, generator: torch.Generator, drop_last: bool = True
 ) -> Iterator[torch.Tensor]:
-    """One epoch of shuffled index batches, each (batch_size,) int64 (the last may be short)."""
+    """One epoch of shuffled index batches, each (batch_size,) int64 (with drop_last=False the last
+    may be short; by default the incomplete last batch is dropped)."""
     if batch_size < 1:
         raise CatganError(f"batch size must be >= 1, got {batch_size}")
     perm = epoch_permutation(n, generator)

@@ -42,6 +42,7 @@ from catgan import __version__
 from catgan.data import align
 from catgan.data.annotations import KNOWN_BAD, AnnotationError, load_outliers, parse_cat, photo_key, validate
 from catgan.errors import CatganError
+from catgan.runtime import cpu_count
 
 FORMAT_VERSION = 1
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -416,14 +417,6 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def _cores() -> int:
-    """Usable cores (as catgan.runtime.cpu_count, without importing torch into a data-only command)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -500,7 +493,10 @@ def write_contact_sheet(folder: Path, files: list[str], dest: Path, count: int, 
     if not files:
         return
     chosen = sorted(random.Random(seed).sample(files, min(count, len(files))))
-    tiles = [Image.open(folder / f).convert("RGB") for f in chosen]
+    tiles = []
+    for f in chosen:
+        with Image.open(folder / f) as im:  # closed at once: up to `count` files would stay open
+            tiles.append(im.convert("RGB"))
     size, cols, gap = tiles[0].width, min(8, len(tiles)), 2
     rows = math.ceil(len(tiles) / cols)
     sheet = Image.new("RGB", (cols * (size + gap) + gap, rows * (size + gap) + gap), (40, 40, 40))
@@ -520,7 +516,10 @@ def prepare(config: PrepareConfig) -> PrepareReport:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise CatganError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CatganError(f"cannot create --out {out}: {err.strerror or err}") from None
     recipe = config.recipe()
     report = PrepareReport(out)
     sizes = []
@@ -531,7 +530,7 @@ def prepare(config: PrepareConfig) -> PrepareReport:
         return report
 
     items, drops = scan(config.sources, load_outliers() if config.outliers else frozenset())
-    workers = config.workers or _cores()
+    workers = config.workers or cpu_count()
     report.workers = min(workers, max(1, len(items)))
     report.kinds.update(it.kind for it in items)
     partial = {s: out / f".cats-{s}.partial-{os.getpid()}" for s in sizes}
@@ -604,6 +603,7 @@ def prepare(config: PrepareConfig) -> PrepareReport:
     finally:
         for p in partial.values():
             shutil.rmtree(p, ignore_errors=True)
+        _zip.cache_clear()  # inline runs opened archives here: close them, so a rewritten zip is reread
     report.seconds = time.perf_counter() - start
     return report
 

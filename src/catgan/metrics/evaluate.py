@@ -255,7 +255,7 @@ class FIDEvaluator:
     """FID / KID of a sample function against a dataset's cached statistics, for use during training.
 
         evaluator = FIDEvaluator("data/faces/cats-64", n=2000, device="cuda")   # loads + caches once
-        metrics = evaluator(lambda seeds: generate_images(G_ema, model_cfg, seeds, device="cuda"))
+        metrics = evaluator(lambda seeds: generate_images(gen, seeds))  # gen: a LoadedGenerator
         # {"fid": ..., "kid_mean": ..., "kid_std": ..., "n": 2000, "extractor": ..., "resize": ..., ...}
 
     The same seeds are used at every call, so successive values differ only by the generator.

@@ -100,14 +100,17 @@ def space_report(
 def save_closest_pairs(
     samples: torch.Tensor, train: torch.Tensor, report: SpaceReport, path: Path, k: int = 16
 ) -> Path:
-    """PNG of the k samples closest to a training face: each sample above its nearest training face."""
+    """PNG of the k samples closest to a training face: each sample above its nearest training face.
+
+    Written atomically; an unwritable `path` is a CatganError.
+    """
     from PIL import Image
+
+    from catgan.checkpoint import atomic_write
 
     order = np.argsort(report.samples)[:k]
     top = samples[torch.from_numpy(order)]  # (k, 3, H, W)
     bottom = train[torch.from_numpy(report.nearest_index[order])]
     grid = torch.cat([torch.cat(list(top), dim=2), torch.cat(list(bottom), dim=2)], dim=1)  # (3, 2H, kW)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(path)
-    return path
+    image = Image.fromarray(grid.permute(1, 2, 0).cpu().numpy())
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), "closest pairs image")

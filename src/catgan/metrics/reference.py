@@ -8,11 +8,13 @@ recomputed; a cache file written for other content is never read.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -151,5 +153,13 @@ def reference_stats(
         cache_file=path,
         from_cache=False,
     )
-    _write(path, stats, key_fields)
+    try:
+        _write(path, stats, key_fields)
+    except OSError as err:  # the cache only saves time: an unwritable one must not lose the features
+        warnings.warn(
+            f"could not cache reference statistics in {path.parent} ({err.strerror or err}); "
+            "they will be computed again next time (set --cache-dir or $CATGAN_CACHE)",
+            stacklevel=2,
+        )
+        stats = dataclasses.replace(stats, cache_file=None)
     return stats

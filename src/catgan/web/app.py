@@ -40,6 +40,7 @@ from catgan import __version__
 from catgan.config import to_dict
 from catgan.errors import CatganError
 from catgan.generate import (
+    SEED_LIMIT,
     LoadedGenerator,
     generate_from_latents,
     generate_images,
@@ -49,7 +50,6 @@ from catgan.generate import (
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-SEED_LIMIT = 2**32  # seeds are integers in [0, 2^32)
 MAX_IMAGES = 64  # most images one request may ask for
 MAX_SEEDS_TEXT = 1000  # characters in a `seeds` query: enough for 64 ten-digit seeds and commas
 CACHE_CONTROL = "public, max-age=86400"  # images are a pure function of model + parameters
