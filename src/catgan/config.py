@@ -94,6 +94,11 @@ class TrainConfig:
             raise CatganError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 < self.label_smoothing <= 1.0:
             raise CatganError(f"label_smoothing must be in (0, 1], got {self.label_smoothing}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise CatganError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.r1_gamma < 0:
+            raise CatganError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         for name in ("lr_d", "lr_g"):
             if getattr(self, name) <= 0:
                 raise CatganError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -1,0 +1,76 @@
+"""Configs: validation names the bad value, JSON round-trips, readable diffs, sane presets."""
+
+import json
+
+import pytest
+
+from catgan.config import PRESETS, ModelConfig, TrainConfig, diff, dumps, from_dict, get_preset, to_dict
+from catgan.errors import CatganError
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch=0), "batch must be >= 1, got 0"),
+        (dict(loss="wgan"), "loss must be one of"),
+        (dict(ema=1.0), r"ema must be in \[0, 1\), got 1.0"),
+        (dict(label_smoothing=0.0), "label_smoothing must be in"),
+        (dict(lr_d=0.0), "lr_d must be > 0"),
+        (dict(beta1=1.0), r"beta1 must be in \[0, 1\)"),
+        (dict(beta2=-0.5), r"beta2 must be in \[0, 1\)"),
+        (dict(r1_gamma=-1.0), "r1_gamma must be >= 0"),
+        (dict(diffaug="color,zoom"), r"diffaug policy .* \['zoom'\]"),
+    ],
+)
+def test_train_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(CatganError, match=message):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(arch="resnet"), "arch must be one of"),
+        (dict(image_size=100), "image_size must be one of .* got 100"),
+        (dict(latent="cauchy"), "latent must be one of"),
+        (dict(z_dim=0), "z_dim must be >= 1, got 0"),
+    ],
+)
+def test_model_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(CatganError, match=message):
+        ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name):
+    p = get_preset(name)
+    data = json.loads(dumps(model=p.model, train=p.train))
+    assert from_dict(ModelConfig, data["model"]) == p.model
+    assert from_dict(TrainConfig, data["train"]) == p.train
+
+
+def test_thesis_preset_is_the_original_system():
+    p = get_preset("thesis-128")
+    assert (p.model.arch, p.model.image_size, p.model.kernel, p.model.z_dim, p.model.latent) == (
+        "thesis",
+        128,
+        5,
+        100,
+        "uniform",
+    )
+    assert (p.train.lr_d, p.train.lr_g, p.train.beta1, p.train.batch) == (5e-5, 2e-4, 0.5, 64)
+    assert (p.train.loss, p.train.label_smoothing) == ("bce", 0.9)
+
+
+def test_unknown_fields_and_presets_are_refused():
+    with pytest.raises(CatganError, match=r"ModelConfig has no field\(s\) \['depth'\]"):
+        from_dict(ModelConfig, {**to_dict(ModelConfig()), "depth": 3})
+    with pytest.raises(CatganError, match="unknown preset 'cats-512'; choose one of: thesis-128"):
+        get_preset("cats-512")
+
+
+def test_diff_lists_changed_fields_only():
+    a = TrainConfig()
+    b = TrainConfig(lr_d=5e-5, flip=True)
+    assert diff(a, b) == ["lr_d: 0.0002 -> 5e-05", "flip: False -> True"]
+    assert diff(a, a) == []
