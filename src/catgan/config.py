@@ -152,7 +152,7 @@ def _presets() -> dict[str, Preset]:
         ),
         "cats-64": Preset(
             "cats-64",
-            "The bundled 64 px model's recipe: dcgan-64 with an EMA copy of G; the better of the two by FID ships.",
+            "The bundled 64 px recipe: dcgan-64 plus an EMA copy of G; the better of the two by FID ships.",
             dcgan,
             TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999),
         ),
