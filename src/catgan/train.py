@@ -593,7 +593,9 @@ def _train(
                 if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     flush()
                     aside(evaluate)
-                if any_rank(stop.requested, dev, ctx):
+                # under DDP the ranks agree on stopping at the log cadence: a per-step all-reduce would
+                # sync the host with the GPU every step
+                if (not ctx.enabled or step % log_every == 0) and any_rank(stop.requested, dev, ctx):
                     interrupted = True
                     break
             if pos == steps_per_epoch:
