@@ -1,6 +1,7 @@
 """Training speed: catgan's loop against a plain PyTorch DCGAN loop and the bare model step, side by side.
 
     python benchmarks/train_speed.py                          # dcgan-64 on the CPU
+    python benchmarks/train_speed.py --amp --repeats 3        # ... and bf16 autocast beside fp32
     python benchmarks/train_speed.py --device cuda --peak-tflops 989   # thesis-128 on a GPU, as MFU
 
 Three ways to run the same networks, each for --steps steps after --warmup:
@@ -188,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     p.add_argument("--repeats", type=int, default=1, help="repeat the round; report the median")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for MFU")
+    p.add_argument("--amp", action="store_true", help="CPU: also time bf16 autocast (catgan train --amp)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -226,6 +228,11 @@ def main(argv=None) -> int:
             ("bare model step (no data)", lambda: bare_step(preset, device, steps, warmup)),
             ("catgan train loop", lambda: catgan_loop(images, preset, device, steps, warmup)),
         ]
+        if args.amp:
+            variants += [
+                ("bare model step bf16", lambda: bare_step(preset, device, steps, warmup, amp=True)),
+                ("catgan train loop bf16", lambda: catgan_loop(images, preset, device, steps, warmup, amp=True)),
+            ]
     else:
         variants += [
             (
@@ -264,6 +271,9 @@ def main(argv=None) -> int:
         print(
             f"\ncatgan loop / bare model step = {ratio:.1%} (goal >= 90%); catgan / plain loop = {plain:.2f}x"
         )
+        if args.amp:
+            speedup = rates["catgan train loop bf16"] / rates["catgan train loop"]
+            print(f"catgan loop bf16 / fp32 = {speedup:.2f}x")
     tmp.cleanup()
     return 0
 

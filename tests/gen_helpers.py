@@ -42,6 +42,7 @@ def make_run(run_dir: Path, ema: bool = True, step: int = STEP) -> dict[str, tor
         "epoch": 1,
         "model_config": to_dict(model),
         "train_config": to_dict(train),
+        "elapsed": 12.5,  # seconds of training, as the trainer records them
     }
     ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, step), state)
     nets = {"G": G.eval()}

@@ -46,7 +46,8 @@ def test_export_reproduces_the_run_bit_exactly(run, exported):
     assert from_file.source == f"file:{exported}" and from_file.name == "cats"
     prov = from_file.info["provenance"]
     assert prov["step"] == STEP and prov["ema"] is True and prov["checkpoint"] == f"step-{STEP:08d}.pt"
-    assert prov["run"] == str(run.resolve()) and prov["train_config"]["batch"] == 8
+    assert prov["run"] == run.name and prov["train_config"]["batch"] == 8
+    assert prov["train_seconds"] == 12.5
     assert prov["catgan_version"] == "0.1.0"  # copied from the run's config.json
     side = json.loads(exported.with_suffix(".json").read_text())
     assert side["sha256"] == from_file.sha256 and side["model_config"]["image_size"] == 16
@@ -76,6 +77,32 @@ def test_export_errors(run, tmp_path):
     with pytest.raises(CatganError, match="no checkpoints yet"):
         g.export_run(tmp_path / "empty", tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_run_may_name_one_checkpoint_file(tmp_path, capsys):
+    """--run RUN/checkpoints/best.pt: that checkpoint, not the newest; provenance names the run folder."""
+    run = tmp_path / "myrun"
+    make_run(run)
+    newest = run / "checkpoints" / f"step-{STEP:08d}.pt"
+    state = torch.load(newest, weights_only=True)
+    state["G_ema"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in state["G_ema"].items()}
+    best = run / "checkpoints" / "best.pt"
+    torch.save(state, best)
+    from_best, from_run = g.load_generator(run=best), g.load_generator(run=run)
+    assert from_best.sha256 != from_run.sha256
+    assert not torch.equal(g.generate_images(from_best, SEEDS), g.generate_images(from_run, SEEDS))
+
+    out = tmp_path / "best.safetensors"
+    assert main(["export", "--run", str(best), "--out", str(out)]) == 0
+    exported = g.load_generator(weights=out)
+    assert exported.sha256 == from_best.sha256
+    prov = exported.info["provenance"]
+    assert prov["checkpoint"] == "best.pt" and prov["run"] == "myrun"
+    assert prov["catgan_version"] == "0.1.0"  # the run's config.json was found from the checkpoint
+    assert main(["generate", "--run", str(best), "--seeds", "0-3", "--out", str(tmp_path / "b.png")]) == 0
+    capsys.readouterr()
+    assert main(["export", "--run", str(run / "checkpoints" / "nope.pt"), "--out", str(out)]) == 2
+    assert "run folder not found" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder no file can go in)")

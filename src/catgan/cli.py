@@ -321,11 +321,14 @@ def _run_info(args: argparse.Namespace) -> int:
 # (owned by the generation work: catgan.generate, catgan.checkpoint)
 
 
+RUN_HELP = "a training run folder (its latest checkpoint), or one checkpoint file: RUN/checkpoints/best.pt"
+
+
 def _source_options(p: argparse.ArgumentParser, ema: bool = True) -> None:
     """--run / --weights / --model (one at most; default: the bundled model) and --ema/--no-ema."""
     src = p.add_mutually_exclusive_group()
     none = argparse.SUPPRESS  # no "(default: None)" in --help; read back with getattr(args, name, None)
-    src.add_argument("--run", metavar="DIR", default=none, help="a training run folder (latest checkpoint)")
+    src.add_argument("--run", metavar="RUN", default=none, help=RUN_HELP)
     src.add_argument("--weights", metavar="FILE", default=none, help="an exported generator (.safetensors)")
     src.add_argument(
         "--model",
@@ -503,13 +506,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "it repeats the metadata for people. Loading it never unpickles anything.\n\n"
             "examples:\n"
             "  catgan export --run runs/cats64 --out cats.safetensors\n"
+            "  catgan export --run runs/cats64/checkpoints/best.pt --out best.safetensors   # best FID\n"
             "  catgan export --run runs/cats128 --out cats-128.safetensors --fp16\n"
             "  catgan generate --weights cats.safetensors --out cats.png\n"
         ),
         run=_run_export,
     )
     need = {"required": True, "default": argparse.SUPPRESS}
-    p.add_argument("--run", metavar="DIR", help="the training run folder", **need)
+    p.add_argument("--run", metavar="RUN", help=RUN_HELP, **need)
     p.add_argument("--out", metavar="FILE", help="output file, NAME.safetensors", **need)
     p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
     p.add_argument(
@@ -554,7 +558,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         run=_run_evaluate,
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--run", metavar="DIR", help="a training run folder (its latest checkpoint)")
+    src.add_argument("--run", metavar="RUN", help=RUN_HELP)
     src.add_argument("--weights", metavar="FILE", help="an exported .safetensors generator")
     src.add_argument("--model", metavar="NAME", help="a bundled model by name (none given: the default)")
     src.add_argument("--against", metavar="DATASET2", help="compare two real datasets instead (no generator)")

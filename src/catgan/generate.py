@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from catgan.checkpoint import (
+    CHECKPOINT_DIR,
     RUN_CONFIG,
     atomic_write,
     export_generator,
@@ -173,13 +174,22 @@ def _generator_state(state: dict[str, Any], ema: bool) -> tuple[dict[str, torch.
     return sd, use_ema
 
 
+def _run_folder(run: Path) -> Path:
+    """The run folder of `run`: itself, or for a checkpoint file RUN/checkpoints/X.pt, RUN."""
+    if run.is_file():
+        return run.parent.parent if run.parent.name == CHECKPOINT_DIR else run.parent
+    return run
+
+
 def _run_generator(run: Path, ema: bool, hint: str):
     """(checkpoint path, its state, ModelConfig, G's state dict, whether it is the EMA copy) of a
-    run's latest checkpoint; `hint` ends the error for a run without checkpoints."""
-    if not run.is_dir():
+    run's latest checkpoint, or of `run` itself when it is a checkpoint file (e.g. checkpoints/best.pt);
+    `hint` ends the error for a run without checkpoints."""
+    if run.is_file():
+        ckpt = run
+    elif not run.is_dir():
         raise CatganError(f"run folder not found: {run}")
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
+    elif (ckpt := latest_checkpoint(run)) is None:
         raise CatganError(f"{run} has no checkpoints yet (checkpoints/step-*.pt); {hint}")
     state = load_checkpoint(ckpt)
     try:
@@ -481,21 +491,24 @@ def save_animation(
 
 
 def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: bool = False) -> Path:
-    """The run's latest generator (EMA if present and ema) as a self-describing .safetensors file.
+    """The run's latest generator (or that of one checkpoint file of a run; EMA if present and ema) as a
+    self-describing .safetensors file.
 
-    Provenance in the metadata: the run folder, checkpoint, step, epoch, whether EMA was used, the train
+    Provenance in the metadata: the run folder's name (not its path: a shipped file should not carry the
+    trainer's directories), checkpoint, step, epoch, training wall time, whether EMA was used, the train
     config, and the preset / dataset entries of the run's config.json where the trainer recorded them.
     """
-    run_dir = Path(run_dir)
     if Path(out).suffix != ".safetensors":
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
-    ckpt, state, cfg, sd, used_ema = _run_generator(run_dir, ema, "nothing to export")
+    ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
+    run_dir = _run_folder(Path(run_dir))
     _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
     provenance: dict[str, Any] = {
-        "run": str(run_dir.resolve()),
+        "run": run_dir.resolve().name,
         "checkpoint": ckpt.name,
         "step": int(state.get("step", 0)),
         "epoch": state.get("epoch"),
+        "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
         "ema": used_ema,
         "weights_dtype": "float16" if fp16 else "float32",
         "train_config": state.get("train_config"),
