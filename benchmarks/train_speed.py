@@ -231,7 +231,10 @@ def main(argv=None) -> int:
         if args.amp:
             variants += [
                 ("bare model step bf16", lambda: bare_step(preset, device, steps, warmup, amp=True)),
-                ("catgan train loop bf16", lambda: catgan_loop(images, preset, device, steps, warmup, amp=True)),
+                (
+                    "catgan train loop bf16",
+                    lambda: catgan_loop(images, preset, device, steps, warmup, amp=True),
+                ),
             ]
     else:
         variants += [

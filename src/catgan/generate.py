@@ -33,7 +33,7 @@ from catgan.checkpoint import (
     load_checkpoint,
     load_generator_file,
 )
-from catgan.config import ModelConfig, from_dict
+from catgan.config import PRESETS, ModelConfig, from_dict
 from catgan.data.dataset import to_uint8 as dataset_to_uint8
 from catgan.errors import CatganError
 from catgan.models.dcgan import Generator, sample_latents
@@ -232,6 +232,11 @@ def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:
             raise CatganError(
                 f"no bundled model is installed (looked for {name}.safetensors in catgan/weights); "
                 "pass --run DIR or --weights FILE"
+            )
+        if name in PRESETS:  # a recipe whose trained weights are not shipped (cats-128 waits for a GPU run)
+            raise CatganError(
+                f"no trained {name} is bundled in this version (bundled models: {', '.join(bundled)}); "
+                f"train one with `catgan train DATA --preset {name} --run RUN` and pass --run RUN"
             )
         raise CatganError(f"unknown model {name!r}; bundled models: {', '.join(bundled)}")
     resource = _weights_root() / f"{name}.safetensors"
