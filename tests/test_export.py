@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from catgan import checkpoint as ckpt
 from catgan import generate as g
 from catgan.checkpoint import export_generator, load_generator_file
 from catgan.cli import main
@@ -83,11 +84,9 @@ def test_run_may_name_one_checkpoint_file(tmp_path, capsys):
     """--run RUN/checkpoints/best.pt: that checkpoint, not the newest; provenance names the run folder."""
     run = tmp_path / "myrun"
     make_run(run)
-    newest = run / "checkpoints" / f"step-{STEP:08d}.pt"
-    state = torch.load(newest, weights_only=True)
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, STEP))
     state["G_ema"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in state["G_ema"].items()}
-    best = run / "checkpoints" / "best.pt"
-    torch.save(state, best)
+    best = ckpt.save_checkpoint(run / ckpt.CHECKPOINT_DIR / "best.pt", state)
     from_best, from_run = g.load_generator(run=best), g.load_generator(run=run)
     assert from_best.sha256 != from_run.sha256
     assert not torch.equal(g.generate_images(from_best, SEEDS), g.generate_images(from_run, SEEDS))

@@ -174,11 +174,9 @@ def _generator_state(state: dict[str, Any], ema: bool) -> tuple[dict[str, torch.
     return sd, use_ema
 
 
-def _run_folder(run: Path) -> Path:
-    """The run folder of `run`: itself, or for a checkpoint file RUN/checkpoints/X.pt, RUN."""
-    if run.is_file():
-        return run.parent.parent if run.parent.name == CHECKPOINT_DIR else run.parent
-    return run
+def _run_folder(ckpt: Path) -> Path:
+    """The run folder a checkpoint belongs to: RUN for RUN/checkpoints/X.pt (else the file's folder)."""
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
 
 
 def _run_generator(run: Path, ema: bool, hint: str):
@@ -506,7 +504,7 @@ def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: boo
     if Path(out).suffix != ".safetensors":
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
-    run_dir = _run_folder(Path(run_dir))
+    run_dir = _run_folder(ckpt)
     _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
     provenance: dict[str, Any] = {
         "run": run_dir.resolve().name,
