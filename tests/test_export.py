@@ -69,6 +69,25 @@ def test_export_without_ema_and_in_fp16(run, exported, tmp_path):
     assert diff.max() <= 3 and diff.float().mean() < 0.1
 
 
+def test_export_with_standing_stats_keeps_the_weights_and_re_estimates_batchnorm(run, exported, tmp_path):
+    a = g.export_run(run, tmp_path / "a.safetensors", standing=4)
+    b = g.export_run(run, tmp_path / "b.safetensors", standing=4)
+    plain, _, plain_prov = load_generator_file(exported)
+    tensors, _, prov = load_generator_file(a)
+    again, _, _ = load_generator_file(b)
+    assert prov["standing_stats_batches"] == 4 and plain_prov["standing_stats_batches"] == 0
+    assert again.keys() == tensors.keys()
+    assert all(torch.equal(t, again[k]) for k, t in tensors.items())  # seeded: the same file again
+    stats = [k for k in tensors if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(tensors[k], plain[k]) for k in stats)
+    weights = [k for k in tensors if k not in stats and not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(tensors[k], plain[k]) for k in weights)  # the weights themselves are kept
+    drawn = g.generate_images(g.load_generator(weights=a), SEEDS)
+    assert not torch.equal(drawn, g.generate_images(g.load_generator(weights=exported), SEEDS))
+    with pytest.raises(CatganError, match="--standing-stats must be >= 0"):
+        g.export_run(run, tmp_path / "c.safetensors", standing=-1)
+
+
 def test_export_errors(run, tmp_path):
     with pytest.raises(CatganError, match="must end in .safetensors"):
         g.export_run(run, tmp_path / "cats.pt")
@@ -173,6 +192,9 @@ def test_cli_export_then_generate_from_the_file(run, tmp_path, capsys):
     assert main(["generate", "--weights", str(out), "--seeds", "0-7", "--out", str(a)]) == 0
     assert main(["generate", "--run", str(run), "--seeds", "0-7", "--out", str(b), "--batch", "3"]) == 0
     assert torch.equal(read_png(a), read_png(b))
+    standing = tmp_path / "standing.safetensors"
+    assert main(["export", "--run", str(run), "--out", str(standing), "--standing-stats", "2"]) == 0
+    assert load_generator_file(standing)[2]["standing_stats_batches"] == 2
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "x.bin")]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
 

@@ -9,7 +9,15 @@ import torch
 from torch import nn
 
 from catgan.config import PRESETS, ModelConfig, get_preset
-from catgan.models.dcgan import Discriminator, Generator, d_channels, g_channels, model_info, sample_latents
+from catgan.models.dcgan import (
+    Discriminator,
+    Generator,
+    d_channels,
+    g_channels,
+    model_info,
+    sample_latents,
+    standing_stats,
+)
 
 
 def feature_shapes(net: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d, nn.ConvTranspose2d)) -> list[tuple]:
@@ -118,6 +126,30 @@ def test_init_is_dcgan_normal_and_latents_follow_the_config():
     assert uniform.min() >= -1 and uniform.max() <= 1 and uniform.shape == (4096, 100)
     normal = sample_latents(get_preset("dcgan-64").model, 4096, torch.Generator().manual_seed(0))
     assert normal.std().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_standing_stats_are_the_average_batch_statistics_of_the_weights_themselves():
+    cfg = get_preset("tiny-16").model
+    G = Generator(cfg).eval()
+    bn = next(m for m in G.modules() if isinstance(m, nn.BatchNorm2d))
+    inputs: list[torch.Tensor] = []
+    handle = bn.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach()))
+    assert standing_stats(G, cfg, batches=3, batch=5, seed=7) == sum(
+        isinstance(m, nn.BatchNorm2d) for m in G.modules()
+    )
+    handle.remove()
+    assert not G.training and bn.momentum == 0.1 and len(inputs) == 3
+    x = torch.stack(inputs)  # (3 batches, 5, C, H, W): the first BN layer's inputs
+    want_mean = x.mean(dim=(1, 3, 4)).mean(0)  # per channel: the average of the batch means
+    want_var = x.transpose(1, 2).flatten(2).var(dim=2, unbiased=True).mean(0)  # (C,)
+    assert torch.allclose(bn.running_mean, want_mean, atol=1e-5)
+    assert torch.allclose(bn.running_var, want_var, atol=1e-4)
+    assert int(bn.num_batches_tracked) == 3 and bn.running_mean.abs().sum() > 0  # was all zeros
+    same = Generator(cfg).eval()
+    same.load_state_dict(G.state_dict())
+    standing_stats(same, cfg, batches=3, batch=5, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(same.buffers(), G.buffers(), strict=True))  # seeded
+    assert standing_stats(G, cfg, batches=0) == 0
 
 
 def test_spectral_norm_wraps_every_d_layer():

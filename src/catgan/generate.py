@@ -36,7 +36,7 @@ from catgan.checkpoint import (
 from catgan.config import PRESETS, ModelConfig, from_dict
 from catgan.data.dataset import to_uint8 as dataset_to_uint8
 from catgan.errors import CatganError
-from catgan.models.dcgan import Generator, sample_latents
+from catgan.models.dcgan import Generator, sample_latents, standing_stats
 from catgan.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -493,9 +493,12 @@ def save_animation(
 # ---- export --------------------------------------------------------------------------------------
 
 
-def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path, out: str | Path, ema: bool = True, fp16: bool = False, standing: int = 0
+) -> Path:
     """The run's latest generator (or that of one checkpoint file of a run; EMA if present and ema) as a
-    self-describing .safetensors file.
+    self-describing .safetensors file. standing > 0 re-estimates its BatchNorm statistics over that many
+    batches of 64 latents first (models.dcgan.standing_stats; seed 0, so the same file every time).
 
     Provenance in the metadata: the run folder's name (not its path: a shipped file should not carry the
     trainer's directories), checkpoint, step, epoch, training wall time, whether EMA was used, the train
@@ -505,7 +508,13 @@ def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: boo
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
     run_dir = _run_folder(ckpt)
-    _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
+    if standing < 0:
+        raise CatganError(f"--standing-stats must be >= 0 batches, got {standing}")
+    G = _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
+    if standing and not standing_stats(G, cfg, batches=standing):
+        standing = 0  # no BatchNorm: nothing to re-estimate
+    if standing:
+        sd = G.state_dict()
     provenance: dict[str, Any] = {
         "run": run_dir.resolve().name,
         "checkpoint": ckpt.name,
@@ -514,6 +523,7 @@ def export_run(run_dir: str | Path, out: str | Path, ema: bool = True, fp16: boo
         "train_seconds": round(float(state.get("elapsed", 0.0)), 1),
         "ema": used_ema,
         "weights_dtype": "float16" if fp16 else "float32",
+        "standing_stats_batches": standing,
         "train_config": state.get("train_config"),
     }
     try:

@@ -147,6 +147,35 @@ def sample_latents(
     return torch.randn(n, cfg.z_dim, generator=generator, device=device)
 
 
+@torch.no_grad()
+def standing_stats(G: nn.Module, cfg: ModelConfig, batches: int = 100, batch: int = 64, seed: int = 0) -> int:
+    """Re-estimate G's BatchNorm running statistics for its own weights, in place (BigGAN's "standing
+    statistics"): each layer's mean and variance averaged over `batches` batches of latents drawn with
+    `seed`. Returns how many BatchNorm layers were re-estimated; G is left in eval mode.
+
+    Why: an EMA generator's BatchNorm buffers are copies of the live G's (train.update_ema), i.e. the
+    statistics of other weights; re-estimating them for the averaged weights draws better cats.
+    """
+    layers = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches < 1 or not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: every batch counts the same
+    rng = torch.Generator().manual_seed(seed)
+    device = next(G.parameters()).device
+    G.train()
+    try:
+        for _ in range(batches):
+            G(sample_latents(cfg, batch, rng).to(device))  # (batch, z) -> updates the running stats
+    finally:
+        G.eval()
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+    return len(layers)
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
