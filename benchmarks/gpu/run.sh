@@ -38,7 +38,7 @@ train() {  # name preset dataset seconds: SIGINT at the budget makes catgan save
   train cats-128 cats-128 "$DATA/cats-128" "$B128"
   train thesis-128 thesis-128 "$DATA/cats-128" "$BTHESIS"
   for m in cats-64 cats-64-diffaug cats-128; do
-    $PY -m catgan export --run "$RUNS/$m" --out "$RUNS/$m.safetensors" --fp16
+    $PY -m catgan export --run "$RUNS/$m" --out "$RUNS/$m.safetensors" --fp16 --standing-stats
   done
   if [ "$BENCH" = 1 ]; then
     echo "== benchmark"

@@ -498,7 +498,7 @@ def export_run(
 ) -> Path:
     """The run's latest generator (or that of one checkpoint file of a run; EMA if present and ema) as a
     self-describing .safetensors file. standing > 0 re-estimates its BatchNorm statistics over that many
-    batches of 64 latents first (models.dcgan.standing_stats; seed 0, so the same file every time).
+    batches of 64 latents first (models.dcgan.standing_stats; seed 0, so the same weights every time).
 
     Provenance in the metadata: the run folder's name (not its path: a shipped file should not carry the
     trainer's directories), checkpoint, step, epoch, training wall time, whether EMA was used, the train
