@@ -48,7 +48,8 @@ def main() -> None:
         rows[name] = {"fid": m["fid"], "kid_mean": m["kid_mean"], "seconds": time.perf_counter() - start}
         print(f"{name:>22}: FID-{args.n} {m['fid']:.2f}  KID x1000 {1000 * m['kid_mean']:.2f}", flush=True)
     base, new = (r["fid"] for r in rows.values())
-    print(f"standing / as trained FID: {new / base:.3f} ({trained.name}, {'EMA' if trained.info.get('ema') else 'raw G'})")
+    which = "EMA" if trained.info.get("ema") else "raw G"
+    print(f"standing / as trained FID: {new / base:.3f} ({trained.name}, {which})")
     print(json.dumps({"generator": trained.name, "n": args.n, "rows": rows}))
 
 
