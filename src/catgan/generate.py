@@ -506,15 +506,15 @@ def export_run(
     """
     if Path(out).suffix != ".safetensors":
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
-    ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
-    run_dir = _run_folder(ckpt)
     if standing < 0:
         raise CatganError(f"--standing-stats must be >= 0 batches, got {standing}")
+    ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
+    run_dir = _run_folder(ckpt)
     G = _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
-    if standing and not standing_stats(G, cfg, batches=standing):
-        standing = 0  # no BatchNorm: nothing to re-estimate
-    if standing:
+    if standing_stats(G, cfg, batches=standing):  # 0 when standing is 0 or G has no BatchNorm
         sd = G.state_dict()
+    else:
+        standing = 0
     provenance: dict[str, Any] = {
         "run": run_dir.resolve().name,
         "checkpoint": ckpt.name,
