@@ -19,6 +19,7 @@ from catgan.errors import CatganError
         (dict(beta1=1.0), r"beta1 must be in \[0, 1\)"),
         (dict(beta2=-0.5), r"beta2 must be in \[0, 1\)"),
         (dict(r1_gamma=-1.0), "r1_gamma must be >= 0"),
+        (dict(lr_decay_steps=-1), "lr_decay_steps must be >= 0, got -1"),
         (dict(diffaug="color,zoom"), r"diffaug policy .* \['zoom'\]"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import struct
@@ -226,3 +227,42 @@ def test_trained_run_exports_and_redraws_its_own_samples(tmp_path):
     argv = ["generate", "--weights", str(out), "--seeds", "0-63", "--nrow", "8", "--out", str(grid)]
     assert main(argv) == 0
     assert torch.equal(read_png(grid), read_png(run / "samples" / "step-000005.png"))
+
+
+def test_average_from_averages_the_run_checkpoints_up_to_the_exported_one(tmp_path, capsys):
+    train_mod = pytest.importorskip("catgan.train")
+    synth = pytest.importorskip("synth")
+    data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)  # 2 steps per epoch
+    preset = get_preset("tiny-16")
+    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3, sample_every=0, keep_checkpoints=5)
+    run = tmp_path / "run"
+    train_mod.train(data, preset.model, cfg, run, device="cpu", progress=False, threads=1, log=lambda m: None)
+    emas = {s: ckpt.load_checkpoint(p)["G_ema"] for s, p in ckpt.step_checkpoints(run)}
+    assert sorted(emas) == [2, 4, 6]
+
+    out = tmp_path / "avg.safetensors"
+    assert main(["export", "--run", str(run), "--out", str(out), "--average-from", "3"]) == 0
+    tensors, _, prov = load_generator_file(out)
+    assert prov["averaged_steps"] == [4, 6] and prov["step"] == 6
+    for k, t in tensors.items():
+        want = (emas[4][k] + emas[6][k]) / 2 if t.is_floating_point() else emas[6][k]
+        assert torch.allclose(t, want, atol=1e-7), k
+    assert not torch.equal(tensors["stem_act.0.weight"], emas[6]["stem_act.0.weight"])
+
+    at_4 = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 4))
+    best = ckpt.save_checkpoint(run / "checkpoints" / "best.pt", at_4)
+    from_best = g.export_run(best, tmp_path / "b.safetensors", average_from=0, standing=2)
+    _, _, prov = load_generator_file(from_best)
+    assert prov["averaged_steps"] == [2, 4] and prov["standing_stats_batches"] == 2  # best.pt counted once
+    assert load_generator_file(g.export_run(run, tmp_path / "p.safetensors"))[2]["averaged_steps"] == []
+
+    with pytest.raises(CatganError, match="--average-from 7 is after the exported checkpoint's step 6"):
+        g.export_run(run, out, average_from=7)
+    with pytest.raises(CatganError, match="keeps no step checkpoints from step 6 to 6"):
+        g.export_run(run, out, average_from=6)
+    other = copy.deepcopy(ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2)))
+    other["model_config"] = {**other["model_config"], "init_std": 0.5}
+    ckpt.save_checkpoint(ckpt.checkpoint_path(run, 2), other)
+    with pytest.raises(CatganError, match="step-00000002.pt holds another generator than step-00000006.pt"):
+        g.export_run(run, out, average_from=0)
+    assert load_generator_file(out)[2]["averaged_steps"] == [4, 6]  # the refused exports left it alone

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from catgan import checkpoint as ckpt
+from catgan.cli import main
 from catgan.config import get_preset
 from catgan.errors import CatganError
 from catgan.train import train
@@ -180,3 +181,29 @@ def test_ctrl_c_saves_a_valid_checkpoint_and_exits_130(data, tmp_path):
     assert f"saved {ckpt.latest_checkpoint(tmp_path)} (interrupted)" in out + err
     assert all(torch.isfinite(v).all() for v in state["G"].values())
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_a_decay_added_before_it_starts_resumes_bit_identical(data, tmp_path, straight):
+    decayed = tmp_path / "decayed"
+    fit(data, decayed, epochs=2, lr_decay_steps=2)  # steps 4 and 5 at 1 and 1/2 of the learning rates
+    key = "stem_act.0.weight"
+    assert not torch.equal(last_state(decayed)["G_ema"][key], straight["G_ema"][key])
+    fit(data, tmp_path / "run", epochs=1)  # 3 steps at constant learning rates, then the CLI adds the decay
+    args = ["train", str(data), "--run", str(tmp_path / "run"), "--epochs", "2", "--lr-decay-steps", "2"]
+    assert main([*args, "--threads", "1", "--no-progress"]) == 0
+    assert_same_state(last_state(tmp_path / "run"), last_state(decayed))
+
+
+def test_a_decay_that_has_started_cannot_move(data, tmp_path):
+    fit(data, tmp_path, epochs=2, max_steps=5, lr_decay_steps=3)  # decays from step 2
+    for kw, asked in (({"max_steps": 6}, "decays from step 3"), ({"lr_decay_steps": 0}, "has none")):
+        match = f"at step 5 and its decay began at step 2; the asked schedule {asked}"
+        with pytest.raises(CatganError, match=match):
+            fit(data, tmp_path, **{"epochs": 2, "max_steps": 5, "lr_decay_steps": 3, **kw})
+    assert fit(data, tmp_path, epochs=2, max_steps=5, lr_decay_steps=3).resumed_from == 5  # same: fine
+    fit(data, tmp_path / "constant", epochs=1)
+    with pytest.raises(
+        CatganError,
+        match="at step 3 and it has run at constant learning rates; the asked schedule decays from step 1",
+    ):
+        fit(data, tmp_path / "constant", epochs=2, lr_decay_steps=5)  # step 2, done at 1, would be 4/5

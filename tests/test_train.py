@@ -186,6 +186,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
     [
         (["--beta1", "1.5"], r"expected a number in \[0, 1\), got 1.5"),
         (["--r1", "-1"], "expected a number >= 0"),
+        (["--lr-decay-steps", "-5"], "expected a whole number >= 0"),
     ],
 )
 def test_cli_refuses_out_of_range_optimizer_options(tmp_path, capsys, option, match):
@@ -257,3 +258,24 @@ def test_ema_averages_parameters_copies_buffers_and_warms_up():
     assert torch.allclose(ema.weight, torch.full((3,), 1.25))  # 0.75 * 1 + 0.25 * 2
     assert torch.equal(ema.running_mean, model.running_mean)
     assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
+
+
+def test_lr_scale_is_constant_then_a_straight_line_down():
+    from catgan.train import lr_scale
+
+    assert [lr_scale(s, 10, 4) for s in range(10)] == [1.0] * 7 + [0.75, 0.5, 0.25]
+    assert {lr_scale(s, 10, 0) for s in range(10)} == {1.0}  # 0: constant
+    assert lr_scale(0, 4, 8) == 0.5  # a decay longer than the run starts part-way down
+
+
+def test_lr_decay_lowers_both_learning_rates_over_the_last_steps(tmp_path):
+    result = run(tmp_path, name="decay", epochs=2, max_steps=5, lr_decay_steps=3)
+    records = [json.loads(x) for x in (tmp_path / "decay" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr_scale"] for r in records if "lr_scale" in r] == pytest.approx([1, 1, 1, 2 / 3, 1 / 3])
+    state = ckpt.load_checkpoint(result.checkpoint)
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(TINY.train.lr_g / 3)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(TINY.train.lr_d / 3)
+    constant = ckpt.load_checkpoint(run(tmp_path, name="constant", epochs=2, max_steps=5).checkpoint)
+    for name, weights in state["G"].items():  # smaller last steps: other weights, though the same data
+        if weights.is_floating_point() and "running" not in name:
+            assert not torch.equal(weights, constant["G"][name]), name

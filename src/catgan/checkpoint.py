@@ -93,13 +93,18 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:08d}.pt"
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Step checkpoints, oldest first (temporary files from an interrupted write are ignored)."""
+def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step checkpoints, oldest first (temporary files from an interrupted write are
+    ignored)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_RE.match(p.name)))
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Step checkpoints, oldest first."""
+    return [p for _, p in step_checkpoints(run_dir)]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -149,13 +149,15 @@ def _run_prepare(args: argparse.Namespace) -> int:
 _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --preset dcgan-64 --run runs/cats64
   catgan train data/cats/cats-64 --run runs/cats64 --epochs 50      # continue that run to epoch 50
+  catgan train data/cats/cats-64 --run runs/cats64 --max-steps 30000 --lr-decay-steps 6000  # then anneal
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
   torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 
 Options left out take the preset's value (or, when continuing a run, the run's own). Re-running into a
-run folder continues it exactly where it stopped; only the stopping point (--epochs, --max-steps) and
-the logging cadence may change. Ctrl-C saves a checkpoint and exits 130.
+run folder continues it exactly where it stopped; only the stopping point (--epochs, --max-steps), the
+logging cadence and a learning-rate decay that has not started yet (--lr-decay-steps) may change.
+Ctrl-C saves a checkpoint and exits 130.
 Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
 global batch: each of the N processes takes batch / N images per step and the learning rates apply
 unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
@@ -187,6 +189,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt(g, "--batch", type=positive_int, help="global batch size (all processes together)")
     opt(g, "--lr-d", type=positive_float, help="Adam learning rate of D")
     opt(g, "--lr-g", type=positive_float, help="Adam learning rate of G")
+    opt(
+        g,
+        "--lr-decay-steps",
+        type=nonneg_int,
+        metavar="N",
+        help="the last N steps lower both learning rates linearly towards 0 (0: constant)",
+    )
     opt(g, "--beta1", type=beta, help="Adam beta1, in [0, 1)")
     opt(g, "--loss", choices=LOSSES, help="GAN loss")
     opt(g, "--label-smoothing", type=positive_float, help="BCE target of reals (0.9: smoothing)")
@@ -223,8 +232,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # TrainConfig field <- option name; options not given are absent (SUPPRESS) and keep the base value
 _TRAIN_OPTIONS = {
-    **{f: f for f in ("epochs", "max_steps", "batch", "lr_d", "lr_g", "beta1", "loss", "label_smoothing")},
-    **{f: f for f in ("ema", "diffaug", "flip", "seed", "sample_every", "checkpoint_every", "eval_every")},
+    **{f: f for f in ("epochs", "max_steps", "batch", "lr_d", "lr_g", "lr_decay_steps", "beta1", "loss")},
+    **{f: f for f in ("label_smoothing", "ema", "diffaug", "flip", "seed", "sample_every")},
+    **{f: f for f in ("checkpoint_every", "eval_every")},
     **{"eval_n": "eval_n", "r1_gamma": "r1", "sync_batchnorm": "sync_bn", "keep_checkpoints": "keep"},
 }
 
@@ -509,6 +519,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "  catgan export --run runs/cats64/checkpoints/best.pt --out best.safetensors   # best FID\n"
             "  catgan export --run runs/cats128 --out cats-128.safetensors --fp16\n"
             "  catgan export --run runs/cats64 --out cats.safetensors --standing-stats   # EMA + BatchNorm\n"
+            "  catgan export --run runs/cats64 --out cats.safetensors --average-from 18000 --standing-stats\n"
             "  catgan generate --weights cats.safetensors --out cats.png\n"
         ),
         run=_run_export,
@@ -533,12 +544,26 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="re-estimate BatchNorm statistics for the exported weights over BATCHES x 64 latents "
         "(alone: 100); an EMA generator draws better with them",
     )
+    p.add_argument(
+        "--average-from",
+        type=nonneg_int,
+        metavar="STEP",
+        help="average the generator with the run's step checkpoints from STEP up to the exported one "
+        "(checkpoint averaging; add --standing-stats for BatchNorm statistics that fit the average)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from catgan.generate import export_run, load_generator
 
-    path = export_run(args.run, args.out, ema=args.ema, fp16=args.fp16, standing=args.standing_stats)
+    path = export_run(
+        args.run,
+        args.out,
+        ema=args.ema,
+        fp16=args.fp16,
+        standing=args.standing_stats,
+        average_from=args.average_from,
+    )
     gen = load_generator(weights=path)  # read it back: what was written loads and verifies
     kib = path.stat().st_size / 1024
     size = f"{kib / 1024:.1f} MiB" if kib >= 1024 else f"{kib:.0f} KiB"

@@ -77,6 +77,7 @@ class TrainConfig:
     flip: bool = False  # random horizontal flip of real images
     epochs: int = 25
     max_steps: int = 0  # stop after this many steps (0 = only epochs decide)
+    lr_decay_steps: int = 0  # the run's last N steps lower both lrs linearly towards 0; 0 = constant lrs
     seed: int = 0
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -97,6 +98,8 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise CatganError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.lr_decay_steps < 0:
+            raise CatganError(f"lr_decay_steps must be >= 0, got {self.lr_decay_steps}")
         if self.r1_gamma < 0:
             raise CatganError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         for name in ("lr_d", "lr_g"):

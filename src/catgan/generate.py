@@ -32,6 +32,7 @@ from catgan.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_generator_file,
+    step_checkpoints,
 )
 from catgan.config import PRESETS, ModelConfig, from_dict
 from catgan.data.dataset import to_uint8 as dataset_to_uint8
@@ -493,12 +494,50 @@ def save_animation(
 # ---- export --------------------------------------------------------------------------------------
 
 
+def average_checkpoints(
+    ckpt: Path, state: dict[str, Any], ema: bool, start: int
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """G's weights in checkpoint `ckpt` (loaded as `state`; the EMA copy when ema) averaged with those of
+    its run's step checkpoints from step `start` up to it, each counted once: checkpoint averaging, a long
+    uniform average of the generator. Floating tensors are averaged in float64 (BatchNorm statistics too:
+    re-estimate them with standing_stats); integer counters stay ckpt's. Returns (weights, steps used)."""
+    step = int(state.get("step", 0))
+    if start > step:
+        raise CatganError(f"--average-from {start} is after the exported checkpoint's step {step}")
+    run_dir = _run_folder(ckpt)
+    others = [(s, p) for s, p in step_checkpoints(run_dir) if start <= s < step and p != ckpt]
+    if not others:
+        raise CatganError(
+            f"--average-from {start}: {run_dir} keeps no step checkpoints from step {start} to {step} "
+            "to average with (see --keep when training)"
+        )
+    sd, used_ema = _generator_state(state, ema)
+    total = {k: v.double() for k, v in sd.items() if v.is_floating_point()}
+    for _, path in others:
+        other_state = load_checkpoint(path)
+        other, other_ema = _generator_state(other_state, ema)
+        same = other_state["model_config"] == state["model_config"] and other.keys() == sd.keys()
+        if not same or other_ema != used_ema:
+            raise CatganError(f"{path} holds another generator than {ckpt.name}: they cannot be averaged")
+        for k in total:
+            total[k] += other[k].double()
+    n = len(others) + 1
+    averaged = {k: (total[k] / n).to(v.dtype) if k in total else v for k, v in sd.items()}
+    return averaged, [s for s, _ in others] + [step]
+
+
 def export_run(
-    run_dir: str | Path, out: str | Path, ema: bool = True, fp16: bool = False, standing: int = 0
+    run_dir: str | Path,
+    out: str | Path,
+    ema: bool = True,
+    fp16: bool = False,
+    standing: int = 0,
+    average_from: int | None = None,
 ) -> Path:
     """The run's latest generator (or that of one checkpoint file of a run; EMA if present and ema) as a
-    self-describing .safetensors file. standing > 0 re-estimates its BatchNorm statistics over that many
-    batches of 64 latents first (models.dcgan.standing_stats; seed 0, so the same weights every time).
+    self-describing .safetensors file. average_from averages it with the run's step checkpoints from that
+    step on (average_checkpoints). standing > 0 then re-estimates its BatchNorm statistics over that many
+    batches of 64 latents (models.dcgan.standing_stats; seed 0, so the same weights every time).
 
     Provenance in the metadata: the run folder's name (not its path: a shipped file should not carry the
     trainer's directories), checkpoint, step, epoch, training wall time, whether EMA was used, the train
@@ -510,6 +549,9 @@ def export_run(
         raise CatganError(f"--standing-stats must be >= 0 batches, got {standing}")
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
     run_dir = _run_folder(ckpt)
+    averaged_steps: list[int] = []
+    if average_from is not None:
+        sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from)
     G = _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
     if standing_stats(G, cfg, batches=standing):  # 0 when standing is 0 or G has no BatchNorm
         sd = G.state_dict()
@@ -524,6 +566,7 @@ def export_run(
         "ema": used_ema,
         "weights_dtype": "float16" if fp16 else "float32",
         "standing_stats_batches": standing,
+        "averaged_steps": averaged_steps,
         "train_config": state.get("train_config"),
     }
     try:

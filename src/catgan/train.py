@@ -50,10 +50,12 @@ from catgan.runtime import cpu_count, resolve_device
 SampleFn = Callable[[Sequence[int]], torch.Tensor]
 Evaluator = Callable[[SampleFn], dict[str, Any]]
 
-# Fields that may change when a run resumes: when to stop and what to write along the way. Every other
-# field changes the weights the run produces, so a resume that changes one is refused.
+# Fields that may change when a run resumes: when to stop, what to write along the way, and a learning-rate
+# decay that has not started yet (check_schedule refuses one that would change a step already done).
+# Every other field changes the weights the run produces, so a resume that changes one is refused.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "max_steps", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_n"}
+    {"epochs", "max_steps", "lr_decay_steps", "sample_every", "checkpoint_every", "keep_checkpoints"}
+    | {"eval_every", "eval_n"}
 )
 # What a checkpoint must hold to resume a run (see state_dict() in _train).
 RESUME_KEYS = (
@@ -119,6 +121,42 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(mb)
 
 
+# ---- learning-rate schedule ------------------------------------------------------------------------
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The step a run stops at: its epochs, capped by max_steps."""
+    total = cfg.epochs * steps_per_epoch
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def lr_scale(step: int, total: int, decay_steps: int) -> float:
+    """The learning-rate multiplier of (0-based) step `step` in a `total`-step run: 1, then over the last
+    `decay_steps` steps a straight line down, (total - step) / decay_steps, ending at 1 / decay_steps."""
+    if decay_steps <= 0 or step < total - decay_steps:
+        return 1.0
+    return max(0, total - step) / decay_steps
+
+
+def check_schedule(saved: TrainConfig, wanted: TrainConfig, steps_per_epoch: int, done: int) -> str | None:
+    """Why resuming at step `done` with `wanted` would change the learning rate of a step already done
+    (a decay that has started cannot move or change its slope), or None."""
+    old, new = total_steps(saved, steps_per_epoch), total_steps(wanted, steps_per_epoch)
+    if all(
+        lr_scale(s, old, saved.lr_decay_steps) == lr_scale(s, new, wanted.lr_decay_steps)
+        for s in range(min(old - saved.lr_decay_steps, new - wanted.lr_decay_steps, done), done)
+    ):
+        return None
+    began = "it has run at constant learning rates"
+    if saved.lr_decay_steps:
+        began = f"its decay began at step {max(0, old - saved.lr_decay_steps)}"
+    asked = f"decays from step {max(0, new - wanted.lr_decay_steps)}" if wanted.lr_decay_steps else "has none"
+    return (
+        f"train.lr schedule: the run is at step {done} and {began}; the asked schedule {asked}: "
+        "a learning-rate decay may change only before it starts"
+    )
+
+
 # ---- resume ----------------------------------------------------------------------------------------
 
 
@@ -139,7 +177,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(keep)), "metrics")
 
 
-def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: bool):
+def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: bool, steps_per_epoch: int):
     """(path, state) of the run's latest checkpoint, checked against the configs; (None, None) if new."""
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is None:
@@ -162,6 +200,8 @@ def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: b
         raise CatganError(f"{latest}: unreadable saved config: {err}") from err
     problems = [f"model.{d}" for d in diff(saved_model, model)]
     problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
+    if not problems and (changed := check_schedule(saved_train, cfg, steps_per_epoch, int(state["step"]))):
+        problems.append(changed)
     if problems:
         raise CatganError(
             f"{run_dir} holds a run with a different config (saved -> asked): {'; '.join(problems)}; "
@@ -298,16 +338,14 @@ def _train(
     if cfg.batch > n:
         raise CatganError(f"--batch {cfg.batch} is larger than the dataset ({n} images); use --batch <= {n}")
     steps_per_epoch = n // cfg.batch  # the last partial batch is dropped
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    total = total_steps(cfg, steps_per_epoch)
 
     # ---- run folder: new, or resume the checkpoint there
     # rank 0 reads the checkpoint and checks it; every rank gets the same state (or the same error)
     latest, state, problem = None, None, None
     if ctx.is_main:
         try:
-            latest, state = _resume_state(run_dir, model, cfg, resume)
+            latest, state = _resume_state(run_dir, model, cfg, resume, steps_per_epoch)
         except CatganError as err:
             problem = str(err)
     latest, state, problem = broadcast_from_main((latest, state, problem), ctx)
@@ -393,6 +431,10 @@ def _train(
             flip = (torch.rand(cfg.batch, generator=noise_gen, device=dev) < 0.5)[lo:hi]  # (b,)
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         aug_gen.manual_seed((cfg.seed * 1_000_003 + step) * 1024 + ctx.rank)
+        scale = lr_scale(step, total, cfg.lr_decay_steps)
+        for opt, lr in ((opt_d, cfg.lr_d), (opt_g, cfg.lr_g)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
         with autocast:
             fake = G_step(z)  # (b, 3, S, S); the G step below reuses it (3G + 9D FLOPs per image)
 
@@ -550,6 +592,7 @@ def _train(
                 "d_real": mean[2],
                 "d_fake": mean[3],
                 "img/s": img_s,
+                "lr_scale": lr_scale(step - 1, total, cfg.lr_decay_steps),
                 "time": elapsed + now - t_start,
             }
         )
