@@ -53,8 +53,9 @@ def main() -> None:
 
     variants[f"standing ({args.batches} x 64)"] = with_standing()
     ckpt = Path(trained.info["checkpoint"])
+    state = load_checkpoint(ckpt) if args.average_from else {}
     for first in args.average_from:
-        weights, steps = average_checkpoints(ckpt, load_checkpoint(ckpt), trained.info["ema"], first)
+        weights, steps = average_checkpoints(ckpt, state, trained.info["ema"], first)
         variants[f"average {steps[0]}-{steps[-1]} ({len(steps)}) + standing"] = with_standing(weights)
     evaluator = FIDEvaluator(args.data, n=args.n, device=args.device)
 

@@ -505,7 +505,7 @@ def average_checkpoints(
     if start > step:
         raise CatganError(f"--average-from {start} is after the exported checkpoint's step {step}")
     run_dir = _run_folder(ckpt)
-    others = [(s, p) for s, p in step_checkpoints(run_dir) if start <= s < step and p != ckpt]
+    others = [(s, p) for s, p in step_checkpoints(run_dir) if start <= s < step]  # ckpt itself: s == step
     if not others:
         raise CatganError(
             f"--average-from {start}: {run_dir} keeps no step checkpoints from step {start} to {step} "

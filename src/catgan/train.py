@@ -142,10 +142,8 @@ def check_schedule(saved: TrainConfig, wanted: TrainConfig, steps_per_epoch: int
     """Why resuming at step `done` with `wanted` would change the learning rate of a step already done
     (a decay that has started cannot move or change its slope), or None."""
     old, new = total_steps(saved, steps_per_epoch), total_steps(wanted, steps_per_epoch)
-    if all(
-        lr_scale(s, old, saved.lr_decay_steps) == lr_scale(s, new, wanted.lr_decay_steps)
-        for s in range(min(old - saved.lr_decay_steps, new - wanted.lr_decay_steps, done), done)
-    ):
+    past = range(done)
+    if all(lr_scale(s, old, saved.lr_decay_steps) == lr_scale(s, new, wanted.lr_decay_steps) for s in past):
         return None
     began = "it has run at constant learning rates"
     if saved.lr_decay_steps:
