@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ def data(tmp_path_factory) -> Path:
     return make_prepared_dataset(tmp_path_factory.mktemp("data"), n=12, size=16)  # 3 steps per epoch
 
 
-def fit(data, run_dir, resume=False, **kw):
+def fit(data, run_dir, resume=False, init_from=None, **kw):
     cfg = dataclasses.replace(CFG, **kw)
     return train(
         data,
@@ -47,6 +48,7 @@ def fit(data, run_dir, resume=False, **kw):
         threads=1,
         resume=resume,
         log=lambda _: None,
+        init_from=init_from,
     )
 
 
@@ -207,3 +209,97 @@ def test_a_decay_that_has_started_cannot_move(data, tmp_path):
         match="at step 3 and it has run at constant learning rates; the asked schedule decays from step 1",
     ):
         fit(data, tmp_path / "constant", epochs=2, lr_decay_steps=5)  # step 2, done at 1, would be 4/5
+
+
+# ---- --init-from: a new run that starts from another run's checkpoint --------------------------------
+
+
+def test_init_from_carries_the_weights_and_the_step_count_with_fresh_adam_moments(data, tmp_path):
+    fit(data, tmp_path / "parent", epochs=1)
+    parent = last_state(tmp_path / "parent")
+    child = tmp_path / "child"
+    # the parent's settings, at learning rates too small to move a weight: one step shows what it started from
+    result = fit(data, child, epochs=2, max_steps=4, lr_d=1e-30, lr_g=1e-30, init_from=tmp_path / "parent")
+    assert (result.resumed_from, result.steps) == (3, 4)  # a run folder: its latest checkpoint
+    state = last_state(child)
+    for net in ("G", "D"):
+        for key, value in parent[net].items():
+            if value.is_floating_point() and "running" not in key:  # BatchNorm statistics did move
+                torch.testing.assert_close(state[net][key], value, rtol=0, atol=1e-20)
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 1)
+    assert all(s["step"] == 1 for s in state["opt_g"]["state"].values())  # fresh moments: 1 step, not 4
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "parent")] == ["step-00000003.pt"]  # untouched
+    origin = json.loads((child / "config.json").read_text())["init_from"]
+    assert (origin["run"], origin["checkpoint"], origin["step"]) == ("parent", "step-00000003.pt", 3)
+    assert state["init_from"] == origin  # every checkpoint of the child carries it
+
+
+def test_init_from_under_other_settings_trains_on_from_the_parent(data, tmp_path):
+    fit(data, tmp_path / "parent", epochs=1)
+    parent = last_state(tmp_path / "parent")
+    child = tmp_path / "child"
+    args = [
+        "train",
+        str(data),
+        "--run",
+        str(child),
+        "--init-from",
+        str(ckpt.latest_checkpoint(tmp_path / "parent")),
+    ]
+    args += [
+        "--epochs",
+        "3",
+        "--batch",
+        "6",
+        "--no-flip",
+        "--beta1",
+        "0.0",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    assert main(args) == 0  # no --preset: the model and the other settings are the checkpoint's
+    saved = json.loads((child / "config.json").read_text())
+    assert saved["train"]["batch"] == 6 and saved["train"]["flip"] is False and saved["train"]["ema"] == 0.9
+    assert saved["init_from"]["train_config"]["batch"] == 4
+    state = last_state(child)
+    assert (state["step"], state["epoch"]) == (6, 3)  # at batch 6 (2 steps per epoch) step 3 is epoch 1.5
+    first = json.loads((child / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] > 3  # the step count goes on from the parent's
+    key = "stem_act.0.weight"
+    assert not torch.equal(state["G_ema"][key], parent["G_ema"][key])
+    # the exported generator names the checkpoint it started from
+    out = tmp_path / "child.safetensors"
+    assert main(["export", "--run", str(child), "--out", str(out)]) == 0
+    _, _, provenance = ckpt.load_generator_file(out)
+    assert provenance["init_from"]["step"] == 3 and provenance["step"] == 6
+
+
+def test_running_the_child_again_resumes_it_not_the_parent(data, tmp_path):
+    fit(data, tmp_path / "parent", epochs=1)
+    fit(data, tmp_path / "child", epochs=2, max_steps=4, init_from=tmp_path / "parent")
+    result = fit(data, tmp_path / "child", epochs=2, init_from=tmp_path / "parent")
+    assert (result.resumed_from, result.steps) == (4, 6)
+    assert json.loads((tmp_path / "child" / "config.json").read_text())["init_from"]["step"] == 3
+
+
+def test_init_from_errors_are_one_line_and_write_nothing(data, tmp_path):
+    fit(data, tmp_path / "parent", epochs=1)
+    child = tmp_path / "child"
+    with pytest.raises(CatganError, match="no checkpoint at .*nowhere"):
+        fit(data, child, init_from=tmp_path / "nowhere")
+    with pytest.raises(CatganError, match=r"holds another model \(saved -> asked\): g_base: 8 -> 16"):
+        model = dataclasses.replace(TINY.model, g_base=16)
+        kw = {"device": "cpu", "progress": False, "threads": 1, "log": lambda _: None}
+        train(data, model, CFG, child, init_from=tmp_path / "parent", **kw)
+    path = ckpt.latest_checkpoint(tmp_path / "parent")
+    state = ckpt.load_checkpoint(path)
+    del state["opt_g"]
+    ckpt.save_checkpoint(tmp_path / "partial.pt", state)
+    with pytest.raises(CatganError, match=r"not a complete training checkpoint \(no opt_g\)"):
+        fit(data, child, init_from=tmp_path / "partial.pt")
+    with pytest.raises(
+        CatganError, match="is at step 3, and this run ends at step 3 .*give a later --max-steps"
+    ):
+        fit(data, child, epochs=1, init_from=path)
+    assert not child.exists() or not any(child.rglob("*.pt"))

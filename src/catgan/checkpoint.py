@@ -112,6 +112,30 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to: RUN for RUN/checkpoints/X.pt (else the file's folder)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """`source` when it is a file, else the latest step checkpoint of the run folder `source`."""
+    path = Path(source)
+    found = latest_checkpoint(path) if path.is_dir() else path
+    if found is None or not found.is_file():
+        raise CatganError(f"no checkpoint at {source}: give a checkpoint file or a run folder that has one")
+    return found
+
+
+def checkpoint_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs saved in a checkpoint (or in a run folder's latest one)."""
+    path = resolve_checkpoint(source)
+    state = load_checkpoint(path)
+    try:
+        return from_dict(ModelConfig, state["model_config"]), from_dict(TrainConfig, state["train_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CatganError(f"{path}: unreadable saved config: {err}") from err
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """torch.save of plain tensors, numbers, strings and dicts (loadable with weights_only=True)."""
     return atomic_write(path, lambda tmp: torch.save(state, tmp), "checkpoint")

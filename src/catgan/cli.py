@@ -151,6 +151,7 @@ _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --run runs/cats64 --epochs 50      # continue that run to epoch 50
   catgan train data/cats/cats-64 --run runs/cats64 --max-steps 30000 --lr-decay-steps 6000  # then anneal
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
+  catgan train data/cats/cats-64 --run runs/c64-aug --init-from runs/cats64 --flip --max-steps 32000
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
   torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 
@@ -158,6 +159,9 @@ Options left out take the preset's value (or, when continuing a run, the run's o
 run folder continues it exactly where it stopped; only the stopping point (--epochs, --max-steps), the
 logging cadence and a learning-rate decay that has not started yet (--lr-decay-steps) may change.
 Ctrl-C saves a checkpoint and exits 130.
+--init-from CKPT starts a new run folder from another run's checkpoint (e.g. to finish with another
+recipe, or to fine-tune on other data): the weights, EMA and step count carry on under this command's
+options, which default to the checkpoint's own settings; the Adam moments start afresh.
 Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
 global batch: each of the N processes takes batch / N images per step and the learning rates apply
 unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
@@ -218,6 +222,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt(o, "--eval-n", type=positive_int, help="generated images per FID evaluation")
     o.add_argument("--log-every", type=positive_int, default=10, help="steps per metrics.jsonl line")
     o.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from another run's checkpoint (or run folder): weights, EMA and step count "
+        "carry on under this command's settings (default: the checkpoint's); fresh Adam moments",
+    )
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; also works on the CPU)")
@@ -243,13 +253,15 @@ def _train_configs(args: argparse.Namespace):
     """(ModelConfig, TrainConfig): the preset (or the run's saved config) with the given options applied."""
     from pathlib import Path
 
-    from catgan.checkpoint import RUN_CONFIG, load_run_config
+    from catgan.checkpoint import RUN_CONFIG, checkpoint_configs, load_run_config
     from catgan.config import get_preset
     from catgan.train import replace
 
     preset = getattr(args, "preset", None)
     if preset is None and (Path(args.run) / RUN_CONFIG).is_file():
         model, base = load_run_config(args.run)
+    elif preset is None and args.init_from:
+        model, base = checkpoint_configs(args.init_from)
     else:
         chosen = get_preset(preset or "dcgan-64")
         model, base = chosen.model, chosen.train
@@ -288,6 +300,7 @@ def _run_train(args: argparse.Namespace) -> int:
             threads=args.threads,
             log_every=args.log_every,
             dist_ctx=ctx,
+            init_from=args.init_from,
         )
     finally:
         distributed.teardown(ctx)

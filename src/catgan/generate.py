@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from catgan.checkpoint import (
-    CHECKPOINT_DIR,
     RUN_CONFIG,
     atomic_write,
     export_generator,
@@ -32,6 +31,7 @@ from catgan.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_generator_file,
+    run_folder,
     step_checkpoints,
 )
 from catgan.config import PRESETS, ModelConfig, from_dict
@@ -173,11 +173,6 @@ def _generator_state(state: dict[str, Any], ema: bool) -> tuple[dict[str, torch.
     # an EMA kept as torch.optim.swa_utils.AveragedModel prefixes "module." and adds a counter
     sd = {k.removeprefix("module."): v for k, v in sd.items() if k != "n_averaged"}
     return sd, use_ema
-
-
-def _run_folder(ckpt: Path) -> Path:
-    """The run folder a checkpoint belongs to: RUN for RUN/checkpoints/X.pt (else the file's folder)."""
-    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
 
 
 def _run_generator(run: Path, ema: bool, hint: str):
@@ -504,7 +499,7 @@ def average_checkpoints(
     step = int(state.get("step", 0))
     if start > step:
         raise CatganError(f"--average-from {start} is after the exported checkpoint's step {step}")
-    run_dir = _run_folder(ckpt)
+    run_dir = run_folder(ckpt)
     others = [(s, p) for s, p in step_checkpoints(run_dir) if start <= s < step]  # ckpt itself: s == step
     if not others:
         raise CatganError(
@@ -548,7 +543,7 @@ def export_run(
     if standing < 0:
         raise CatganError(f"--standing-stats must be >= 0 batches, got {standing}")
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
-    run_dir = _run_folder(ckpt)
+    run_dir = run_folder(ckpt)
     averaged_steps: list[int] = []
     if average_from is not None:
         sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from)

@@ -11,6 +11,12 @@ randomness is explicit, so a checkpoint resumes bit-exactly on the CPU, mid-epoc
   keeps its slice), so N data-parallel ranks see the same z as one process with the same batch.
 - DiffAugment: reseeded from (seed, step, rank) at every step, so it needs no saved state.
 Under torchrun the same loop runs data-parallel (see catgan.distributed and docs/distributed.md).
+
+A new run may start from another run's checkpoint (init_from, `catgan train --init-from`): it takes
+its weights, EMA, step count, training time and random generators and goes on under its own training
+settings, e.g. a changed recipe for the last steps, or other data. The Adam moments start afresh, as
+in fine-tuning: they describe the old task's gradients (a confident D has tiny second moments, which
+would turn the larger first gradients of a changed task into outsized steps).
 """
 
 from __future__ import annotations
@@ -175,6 +181,23 @@ def _truncate_metrics(path: Path, step: int) -> None:
     ckpt.atomic_write(path, lambda tmp: tmp.write_text("".join(keep)), "metrics")
 
 
+def _training_state(path: Path, what: str, hint: str) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
+    """(state, model config, train config) of a checkpoint that training can go on from, else one error
+    naming `what` and ending in `hint`."""
+    state = ckpt.load_checkpoint(path)
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise CatganError(f"{what} is not a complete training checkpoint (no {', '.join(missing)}); {hint}")
+    try:
+        return (
+            state,
+            from_dict(ModelConfig, state["model_config"]),
+            from_dict(TrainConfig, state["train_config"]),
+        )
+    except (TypeError, ValueError) as err:
+        raise CatganError(f"{what}: unreadable saved config: {err}") from err
+
+
 def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: bool, steps_per_epoch: int):
     """(path, state) of the run's latest checkpoint, checked against the configs; (None, None) if new."""
     latest = ckpt.latest_checkpoint(run_dir)
@@ -184,18 +207,8 @@ def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: b
                 f"--resume: {run_dir} has no checkpoint to resume from; drop --resume to start it"
             )
         return None, None
-    state = ckpt.load_checkpoint(latest)
-    missing = [k for k in RESUME_KEYS if k not in state]
-    if missing:
-        raise CatganError(
-            f"{latest} is not a complete training checkpoint (no {', '.join(missing)}); "
-            "it cannot be resumed: move it away or use a new --run folder"
-        )
-    try:
-        saved_model = from_dict(ModelConfig, state["model_config"])
-        saved_train = from_dict(TrainConfig, state["train_config"])
-    except (TypeError, ValueError) as err:
-        raise CatganError(f"{latest}: unreadable saved config: {err}") from err
+    hint = "it cannot be resumed: move it away or use a new --run folder"
+    state, saved_model, saved_train = _training_state(latest, str(latest), hint)
     problems = [f"model.{d}" for d in diff(saved_model, model)]
     problems += [f"train.{d}" for d in check_resumable(saved_train, cfg)]
     if not problems and (changed := check_schedule(saved_train, cfg, steps_per_epoch, int(state["step"]))):
@@ -206,6 +219,27 @@ def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: b
             "use the run's own settings or a new --run folder"
         )
     return latest, state
+
+
+def _init_state(source: Path, model: ModelConfig) -> dict[str, Any]:
+    """The state a new run starts from when it starts from `source` (a checkpoint, or a run folder: its
+    latest one), with an "init_from" record of it (which goes into the new run's config.json)."""
+    path = ckpt.resolve_checkpoint(source)
+    hint = "start from a step-*.pt or best.pt of a run"
+    state, saved_model, _ = _training_state(path, f"--init-from {path}", hint)
+    if changed := diff(saved_model, model):
+        raise CatganError(
+            f"--init-from {path} holds another model (saved -> asked): {'; '.join(changed)}; "
+            "drop --preset to take the checkpoint's model"
+        )
+    origin = {
+        "run": ckpt.run_folder(path).resolve().name,
+        "checkpoint": path.name,
+        "step": int(state["step"]),
+        "train_config": state["train_config"],
+    }
+    # a new run: its own best.pt, chosen by its own evaluations
+    return {**state, "best_fid": math.inf, "init_from": origin}
 
 
 # ---- Ctrl-C ----------------------------------------------------------------------------------------
@@ -274,6 +308,7 @@ def train(
     channels_last: bool | None = None,
     dist_ctx: DistContext | None = None,
     log: Callable[[str], None] = print,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train a GAN on `dataset` into `run_dir`, or continue the run already there.
 
@@ -285,6 +320,8 @@ def train(
     threads: CPU threads for this call (default: every core; restored on return).
     log_every: steps per metrics.jsonl record and per loss check (each check syncs with the device).
     evaluator: called every cfg.eval_every steps with a sample_fn; see `Evaluator`.
+    init_from: a checkpoint (or run folder) a new run starts from (see the module docstring); its model
+        config must be `model`. Ignored when run_dir already has a checkpoint: that run resumes.
     dist_ctx: the torchrun context (catgan.distributed.setup); None = a single process.
     Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and raises KeyboardInterrupt.
     """
@@ -301,6 +338,7 @@ def train(
                 dataset, model, cfg, Path(run_dir), dev=dev, amp=amp, compile=compile, progress=progress,
                 resume=resume, evaluator=evaluator, dry_run=dry_run, log_every=max(1, log_every),
                 channels_last=channels_last, ctx=ctx, log=log, stop=stop,
+                init_from=Path(init_from) if init_from is not None else None,
             )  # fmt: skip
     finally:
         torch.set_num_threads(old_threads)
@@ -324,6 +362,7 @@ def _train(
     ctx: DistContext,
     log: Callable[[str], None],
     stop: _StopFlag,
+    init_from: Path | None,
 ) -> TrainResult:
     if cfg.batch % ctx.world:
         raise CatganError(
@@ -344,6 +383,8 @@ def _train(
     if ctx.is_main:
         try:
             latest, state = _resume_state(run_dir, model, cfg, resume, steps_per_epoch)
+            if state is None and init_from is not None:
+                state = _init_state(init_from, model)
         except CatganError as err:
             problem = str(err)
     latest, state, problem = broadcast_from_main((latest, state, problem), ctx)
@@ -378,9 +419,13 @@ def _train(
         D.load_state_dict(state["D"])
         if G_ema is not None:
             G_ema.load_state_dict(state["G_ema"] if state["G_ema"] is not None else state["G"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        if latest is not None:  # a resume; a run started from another's checkpoint starts fresh Adam moments
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
         step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
+        if latest is None and epoch * steps_per_epoch + pos != step:
+            # started from a run with another batch size or dataset: count its steps in this run's epochs
+            epoch, pos = divmod(step, steps_per_epoch)
         epoch_state = state["data_rng"]
         noise_gen.set_state(state["noise_rng"].to("cpu"))
         torch.set_rng_state(state["cpu_rng"])
@@ -388,11 +433,22 @@ def _train(
             torch.cuda.set_rng_state(state["cuda_rng"][0], dev)
         elapsed = float(state.get("elapsed", 0.0))
         best_fid = float(state.get("best_fid", math.inf))
+    origin = state.get("init_from") if state is not None else None  # kept by every checkpoint of the run
+    if latest is None and origin is not None and step >= total:
+        raise CatganError(
+            f"--init-from: {origin['checkpoint']} is at step {step}, and this run ends at step {total} "
+            f"({cfg.epochs} epochs of {steps_per_epoch} steps, --max-steps {cfg.max_steps}); "
+            "give a later --max-steps or more --epochs"
+        )
+    if latest is not None:
         log(f"resuming {latest} at step {step} (epoch {epoch}, batch {pos})")
+    elif origin is not None:
+        where = f"{origin['run']}/{origin['checkpoint']}"
+        log(f"starting from {where} at step {step} (epoch {epoch}, batch {pos})")
     resumed_from = step
 
     if ctx.is_main:
-        ckpt.save_run_config(run_dir, model, cfg)
+        ckpt.save_run_config(run_dir, model, cfg, **({"init_from": origin} if origin else {}))
         (run_dir / SAMPLES).mkdir(parents=True, exist_ok=True)
         _truncate_metrics(run_dir / METRICS, step)
 
@@ -509,6 +565,7 @@ def _train(
             "elapsed": elapsed + (time.perf_counter() - t_start),
             "best_fid": best_fid,
             "world_size": ctx.world,
+            **({"init_from": origin} if origin else {}),
         }
 
     last_ckpt: Path | None = latest
