@@ -126,14 +126,18 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return found
 
 
-def checkpoint_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
-    """The model and training configs saved in a checkpoint (or in a run folder's latest one)."""
-    path = resolve_checkpoint(source)
-    state = load_checkpoint(path)
+def saved_configs(state: dict[str, Any], where: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs saved in a loaded checkpoint; one error naming `where` if unreadable."""
     try:
         return from_dict(ModelConfig, state["model_config"]), from_dict(TrainConfig, state["train_config"])
     except (KeyError, TypeError, ValueError) as err:
-        raise CatganError(f"{path}: unreadable saved config: {err}") from err
+        raise CatganError(f"{where}: unreadable saved config: {err}") from err
+
+
+def checkpoint_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs saved in a checkpoint (or in a run folder's latest one)."""
+    path = resolve_checkpoint(source)
+    return saved_configs(load_checkpoint(path), path)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

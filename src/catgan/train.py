@@ -41,7 +41,7 @@ from torch import nn
 from catgan import checkpoint as ckpt
 from catgan import losses
 from catgan.augment import diff_augment
-from catgan.config import ModelConfig, TrainConfig, diff, dumps, from_dict, to_dict
+from catgan.config import ModelConfig, TrainConfig, diff, dumps, to_dict
 from catgan.data.dataset import epoch_permutation, load_dataset, to_float, to_uint8
 from catgan.distributed import DistContext, all_mean, any_rank, broadcast_from_main, global_batchnorm
 from catgan.errors import CatganError
@@ -188,14 +188,7 @@ def _training_state(path: Path, what: str, hint: str) -> tuple[dict[str, Any], M
     missing = [k for k in RESUME_KEYS if k not in state]
     if missing:
         raise CatganError(f"{what} is not a complete training checkpoint (no {', '.join(missing)}); {hint}")
-    try:
-        return (
-            state,
-            from_dict(ModelConfig, state["model_config"]),
-            from_dict(TrainConfig, state["train_config"]),
-        )
-    except (TypeError, ValueError) as err:
-        raise CatganError(f"{what}: unreadable saved config: {err}") from err
+    return (state, *ckpt.saved_configs(state, what))
 
 
 def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: bool, steps_per_epoch: int):
