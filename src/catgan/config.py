@@ -171,6 +171,13 @@ def _presets() -> dict[str, Preset]:
             dataclasses.replace(thesis, d_batchnorm=False, spectral_norm=True, latent="normal"),
             small_data,
         ),
+        "cats-128-lite": Preset(
+            "cats-128-lite",
+            "cats-64's recipe at 128 px with half-width layers (ngf = ndf = 32) and flips: the 128 px "
+            "model a CPU can train (3.4 GFLOP per image and step, about 70 steps/min on 2 cores).",
+            dataclasses.replace(dcgan, image_size=128, g_base=32, d_base=32),
+            TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999, flip=True),
+        ),
         "tiny-16": Preset(
             "tiny-16",
             "A 16 px toy for tests and smoke runs.",
