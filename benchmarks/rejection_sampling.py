@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catgan.checkpoint import load_checkpoint
-from catgan.config import ModelConfig, from_dict
+from catgan.checkpoint import load_checkpoint, saved_configs
+from catgan.config import ModelConfig
 from catgan.data.dataset import load_dataset, to_float
 from catgan.generate import generate_images, load_generator, to_uint8
 from catgan.metrics.evaluate import FIDEvaluator
@@ -79,13 +79,14 @@ def rejection_sampler(G: nn.Module, D: nn.Module, cfg: ModelConfig, T: float, tr
                 x = G(z)  # (k, 3, S, S)
                 score = D(x)  # (k,)
             accept = u < torch.exp((score - T).clamp(max=0))
+            images = to_uint8(x)  # (k, 3, S, S)
             left = []
             for k, i in enumerate(todo):
                 if accept[k]:
-                    out[i] = to_uint8(x[k : k + 1])
+                    out[i] = images[k : k + 1]
                     continue
                 if score[k] > best[i][0]:
-                    best[i] = (float(score[k]), to_uint8(x[k : k + 1]))
+                    best[i] = (float(score[k]), images[k : k + 1])
                 left.append(i)
             todo = left
         for i in todo:
@@ -106,11 +107,10 @@ def main() -> None:
     p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.9])
     p.add_argument("--no-baseline", action="store_true", help="skip the plain-sampling FID")
     args = p.parse_args()
-    torch.manual_seed(0)
 
     gen = load_generator(weights=args.weights, model=args.model)
     state = load_checkpoint(args.critic)
-    D = Discriminator(from_dict(ModelConfig, dict(state["model_config"])))
+    D = Discriminator(saved_configs(state, args.critic)[0])
     D.load_state_dict(state["D"])
     D.eval()
     real = load_dataset(args.data, image_size=gen.model.image_size)  # (N, 3, S, S) uint8

@@ -134,6 +134,7 @@ def _presets() -> dict[str, Preset]:
         diffaug="color,translation,cutout",
         flip=True,
     )
+    cats = TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999)  # dcgan-64 + EMA
     return {
         "thesis-128": Preset(
             "thesis-128",
@@ -157,7 +158,7 @@ def _presets() -> dict[str, Preset]:
             "cats-64",
             "The bundled 64 px recipe: dcgan-64 plus an EMA copy of G; the better of the two by FID ships.",
             dcgan,
-            TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999),
+            cats,
         ),
         "cats-64-diffaug": Preset(
             "cats-64-diffaug",
@@ -176,7 +177,7 @@ def _presets() -> dict[str, Preset]:
             "cats-64's recipe at 128 px with half-width layers (ngf = ndf = 32) and flips: the 128 px "
             "model a CPU can train (3.4 GFLOP per image and step, about 70 steps/min on 2 cores).",
             dataclasses.replace(dcgan, image_size=128, g_base=32, d_base=32),
-            TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999, flip=True),
+            dataclasses.replace(cats, flip=True),
         ),
         "tiny-16": Preset(
             "tiny-16",
