@@ -150,9 +150,9 @@ def test_bundled_models_by_name(tmp_path, run, monkeypatch):
     gen = g.load_generator()  # the default name
     assert gen.name == "cats-64" and gen.source == "bundled:cats-64"
     assert torch.equal(g.generate_images(gen, [1, 2]), forward_u8(run[1]["G_ema"], [1, 2]))
-    not_shipped = "no trained cats-128 is bundled.*bundled models: cats-64.*--preset cats-128"
+    not_shipped = "no trained thesis-128 is bundled.*bundled models: cats-64.*--preset thesis-128"
     with pytest.raises(CatganError, match=not_shipped):
-        g.load_generator(model="cats-128")
+        g.load_generator(model="thesis-128")  # a preset, but no weights of it in this (patched) package
     with pytest.raises(CatganError, match="unknown model 'dogs-64'; bundled models: cats-64"):
         g.load_generator(model="dogs-64")
 

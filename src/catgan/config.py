@@ -168,7 +168,8 @@ def _presets() -> dict[str, Preset]:
         ),
         "cats-128": Preset(
             "cats-128",
-            "The thesis architecture at 128 px with spectral norm, hinge loss, EMA, DiffAugment, flips.",
+            "The thesis architecture at 128 px with spectral norm, hinge loss, EMA, DiffAugment, flips "
+            "(a GPU recipe, not yet trained; the bundled cats-128 model comes from cats-128-lite).",
             dataclasses.replace(thesis, d_batchnorm=False, spectral_norm=True, latent="normal"),
             small_data,
         ),

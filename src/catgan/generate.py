@@ -227,7 +227,7 @@ def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:
                 f"no bundled model is installed (looked for {name}.safetensors in catgan/weights); "
                 "pass --run DIR or --weights FILE"
             )
-        if name in PRESETS:  # a recipe whose trained weights are not shipped (cats-128 waits for a GPU run)
+        if name in PRESETS:  # a recipe whose trained weights are not shipped (e.g. thesis-128)
             raise CatganError(
                 f"no trained {name} is bundled in this version (bundled models: {', '.join(bundled)}); "
                 f"train one with `catgan train DATA --preset {name} --run RUN` and pass --run RUN"
