@@ -51,15 +51,11 @@ def calibrate(D: nn.Module, G: nn.Module, cfg: ModelConfig, real: torch.Tensor, 
 
 
 @torch.no_grad()
-def logits(D: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """D's logits (N,) for float images (N, 3, S, S) in [-1, 1]."""
-    return torch.cat([D(images[i : i + batch]) for i in range(0, len(images), batch)])
-
-
-@torch.no_grad()
-def sample_logits(D: nn.Module, G: nn.Module, z: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """D's logits (N,) for G's samples of latents z (N, z_dim)."""
-    return torch.cat([D(G(z[i : i + batch])) for i in range(0, len(z), batch)])
+def logits(D: nn.Module, x: torch.Tensor, G: nn.Module | None = None, batch: int = 500) -> torch.Tensor:
+    """D's logits (N,) for float images x (N, 3, S, S) in [-1, 1], or, with G, for G's samples of
+    latents x (N, z_dim)."""
+    score = D if G is None else lambda z: D(G(z))
+    return torch.cat([score(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def rejection_sampler(G: nn.Module, D: nn.Module, cfg: ModelConfig, T: float, tries: int = 64):
@@ -118,7 +114,7 @@ def main() -> None:
     def separation(tag: str) -> None:
         idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(7))[:1024]
         lr = logits(D, to_float(real[idx]))
-        lf = sample_logits(D, gen.G, sample_latents(gen.model, 1024, torch.Generator().manual_seed(8)))
+        lf = logits(D, sample_latents(gen.model, 1024, torch.Generator().manual_seed(8)), gen.G)
         acc = ((lr > 0).float().mean() + (lf < 0).float().mean()) / 2
         print(
             f"{tag}: D logit on reals {lr.mean():.2f} ± {lr.std():.2f}, on samples {lf.mean():.2f} ± "
@@ -128,7 +124,7 @@ def main() -> None:
     separation("D before calibration")
     calibrate(D, gen.G, gen.model, real, args.steps)
     separation("D after calibration")
-    burn = sample_logits(D, gen.G, sample_latents(gen.model, 10_000, torch.Generator().manual_seed(9)))
+    burn = logits(D, sample_latents(gen.model, 10_000, torch.Generator().manual_seed(9)), gen.G)
 
     evaluator = FIDEvaluator(args.data, n=args.n, device="cpu")
     runs = [] if args.no_baseline else [("plain sampling", lambda seeds: generate_images(gen, seeds), 1.0)]

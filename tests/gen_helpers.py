@@ -1,4 +1,5 @@
-"""A tiny run folder for the generation tests, made with the checkpoint API (no training needed)."""
+"""Generation-test helpers: a tiny run folder made with the checkpoint API (no training needed), and
+reading a written image back."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import copy
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from catgan import checkpoint as ckpt
 from catgan.config import get_preset, to_dict
@@ -49,3 +52,9 @@ def make_run(run_dir: Path, ema: bool = True, step: int = STEP) -> dict[str, tor
     if ema:
         nets["G_ema"] = G_ema.eval()
     return nets
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """An image file as uint8 (3, H, W)."""
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W)

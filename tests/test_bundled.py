@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from catgan import generate as g
 from catgan.cli import main
+from gen_helpers import read_png
 
 pytestmark = pytest.mark.skipif(not g.list_bundled(), reason="no bundled weights in this checkout")
 
@@ -55,8 +55,7 @@ def test_interpolate_with_model_cats_128_passes_through_the_seeds(tmp_path: Path
     out = tmp_path / "walk.png"
     args = "interpolate --model cats-128 --seeds 3,7 --frames 4 --device cpu --out".split() + [str(out)]
     assert main(args) == 0
-    with Image.open(out) as im:
-        strip = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W)
+    strip = read_png(out)  # uint8 (3, H, W)
     assert strip.shape == (3, 128 + 2 * 2, 4 * 128 + 5 * 2)  # one row of 4 frames of 128 px
     ends = g.generate_images(g.load_generator(model="cats-128"), [3, 7])  # uint8 (2, 3, 128, 128)
     assert torch.equal(strip[:, 2:130, 2:130], ends[0])  # the walk starts on seed 3's cat ...

@@ -7,10 +7,8 @@ import json
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from catgan import checkpoint as ckpt
 from catgan import generate as g
@@ -18,7 +16,7 @@ from catgan.checkpoint import export_generator, load_generator_file
 from catgan.cli import main
 from catgan.config import get_preset
 from catgan.errors import CatganError
-from gen_helpers import STEP, make_run
+from gen_helpers import STEP, make_run, read_png
 
 SEEDS = list(range(16))
 
@@ -33,11 +31,6 @@ def run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory) -> Path:
     return g.export_run(run, tmp_path_factory.mktemp("out") / "cats.safetensors")
-
-
-def read_png(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W)
 
 
 def test_export_reproduces_the_run_bit_exactly(run, exported):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,7 +14,7 @@ from catgan.cli import main
 from catgan.config import ModelConfig, get_preset
 from catgan.errors import CatganError
 from catgan.models.dcgan import sample_latents
-from gen_helpers import STEP, make_run
+from gen_helpers import STEP, make_run, read_png
 
 TINY = get_preset("tiny-16").model
 
@@ -29,11 +28,6 @@ def run(tmp_path_factory) -> tuple[Path, dict[str, torch.nn.Module]]:
 def forward_u8(G: torch.nn.Module, seeds: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return g.to_uint8(G(g.latents_from_seeds(TINY, seeds)))
-
-
-def read_png(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)  # (3, H, W)
 
 
 # ---- seeds and latents ---------------------------------------------------------------------------
