@@ -11,6 +11,7 @@ from catgan.cli import main
 from gen_helpers import read_png
 
 pytestmark = pytest.mark.skipif(not g.list_bundled(), reason="no bundled weights in this checkout")
+needs_cats_128 = pytest.mark.skipif("cats-128" not in g.list_bundled(), reason="no cats-128 in this checkout")
 
 
 def test_the_default_is_cats_64():
@@ -39,7 +40,7 @@ def test_readme_main_command_writes_a_grid(tmp_path: Path, capsys):
     assert "64 cats" in capsys.readouterr().out
 
 
-@pytest.mark.skipif("cats-128" not in g.list_bundled(), reason="no cats-128 bundled in this checkout")
+@needs_cats_128
 def test_model_cats_128_from_the_command_line(tmp_path: Path, capsys):
     out = tmp_path / "cats128.png"
     args = "generate --model cats-128 --seeds 0-3 --nrow 2 --device cpu --out".split() + [str(out)]
@@ -50,7 +51,7 @@ def test_model_cats_128_from_the_command_line(tmp_path: Path, capsys):
     assert "4 cats" in captured.out and "cats-128, dcgan 128px" in captured.err  # the bundled one was used
 
 
-@pytest.mark.skipif("cats-128" not in g.list_bundled(), reason="no cats-128 bundled in this checkout")
+@needs_cats_128
 def test_interpolate_with_model_cats_128_passes_through_the_seeds(tmp_path: Path):
     out = tmp_path / "walk.png"
     args = "interpolate --model cats-128 --seeds 3,7 --frames 4 --device cpu --out".split() + [str(out)]
