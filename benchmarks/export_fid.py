@@ -1,6 +1,7 @@
 """FID of one checkpoint's generator as trained, beside what `catgan export` can make of it, on the same
 seeds in one run: with standing BatchNorm statistics (--standing-stats), and for each --average-from STEP
-also averaged with the run's checkpoints from STEP on, then given standing statistics.
+also averaged with the run's checkpoints from STEP on (and with those of the runs it was started from,
+--average-with RUN), then given standing statistics.
 
     python benchmarks/export_fid.py runs/dcgan-64/checkpoints/best.pt --data data/faces/cats-64 --n 2000
     python benchmarks/export_fid.py runs/dcgan-64 --data data/faces/cats-64 --average-from 18000 21000
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=100, help="standing-statistics batches of 64 latents")
     also = "also: averaged from STEP, + standing"
     p.add_argument("--average-from", type=int, nargs="+", default=[], metavar="STEP", help=also)
+    p.add_argument("--average-with", action="append", default=[], metavar="RUN", help="the parent run(s)")
     p.add_argument("--no-ema", action="store_true", help="the raw G instead of its EMA copy")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -55,7 +57,7 @@ def main() -> None:
     ckpt = Path(trained.info["checkpoint"])
     state = load_checkpoint(ckpt) if args.average_from else {}
     for first in args.average_from:
-        weights, steps = average_checkpoints(ckpt, state, trained.info["ema"], first)
+        weights, steps = average_checkpoints(ckpt, state, trained.info["ema"], first, args.average_with)
         variants[f"average {steps[0]}-{steps[-1]} ({len(steps)}) + standing"] = with_standing(weights)
     evaluator = FIDEvaluator(args.data, n=args.n, device=args.device)
 

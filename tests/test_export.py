@@ -258,3 +258,38 @@ def test_average_from_averages_the_run_checkpoints_up_to_the_exported_one(tmp_pa
     with pytest.raises(CatganError, match="step-00000002.pt holds another generator than step-00000006.pt"):
         g.export_run(run, out, average_from=0)
     assert load_generator_file(out)[2]["averaged_steps"] == [4, 6]  # the refused exports left it alone
+
+
+def test_average_with_takes_the_parent_run_up_to_the_fork_point(tmp_path):
+    train_mod = pytest.importorskip("catgan.train")
+    synth = pytest.importorskip("synth")
+    data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)  # 2 steps per epoch
+    preset = get_preset("tiny-16")
+    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3, sample_every=0, keep_checkpoints=5)
+    parent, child = tmp_path / "parent", tmp_path / "child"
+    quiet = {"device": "cpu", "progress": False, "threads": 1, "log": lambda m: None}
+    train_mod.train(data, preset.model, cfg, parent, **quiet)
+    fork = ckpt.checkpoint_path(parent, 4)  # the parent goes on to step 6: another branch, left out
+    train_mod.train(data, preset.model, dataclasses.replace(cfg, epochs=4), child, init_from=fork, **quiet)
+    emas = {s: ckpt.load_checkpoint(p)["G_ema"] for s, p in ckpt.step_checkpoints(parent) if s <= 4}
+    emas |= {s: ckpt.load_checkpoint(p)["G_ema"] for s, p in ckpt.step_checkpoints(child)}
+    assert sorted(emas) == [2, 4, 6, 8]
+
+    out = tmp_path / "avg.safetensors"
+    argv = ["export", "--run", str(child), "--out", str(out), "--average-from", "2"]
+    assert main([*argv, "--average-with", str(parent)]) == 0
+    tensors, _, prov = load_generator_file(out)
+    assert prov["averaged_steps"] == [2, 4, 6, 8] and prov["averaged_with_runs"] == ["parent"]
+    for k, t in tensors.items():
+        want = sum(e[k].double() for e in emas.values()) / 4 if t.is_floating_point() else emas[8][k]
+        assert torch.allclose(t, want.to(t.dtype), atol=1e-7), k
+    alone = load_generator_file(g.export_run(child, tmp_path / "alone.safetensors", average_from=2))[2]
+    assert alone["averaged_steps"] == [6, 8]  # without --average-with: the child's own checkpoints
+
+    with pytest.raises(CatganError, match=r"child: not an ancestor of this run \(parent was"):
+        g.export_run(child, out, average_from=2, average_with=[parent, child])
+    with pytest.raises(CatganError, match="--average-with needs --average-from"):
+        g.export_run(child, out, average_with=[parent])
+    with pytest.raises(CatganError, match="--average-with .*nowhere: no such run folder"):
+        g.export_run(child, out, average_from=2, average_with=[tmp_path / "nowhere"])
+    assert load_generator_file(out)[2]["averaged_steps"] == [2, 4, 6, 8]  # the refused exports left it alone

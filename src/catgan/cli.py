@@ -533,6 +533,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             "  catgan export --run runs/cats128 --out cats-128.safetensors --fp16\n"
             "  catgan export --run runs/cats64 --out cats.safetensors --standing-stats   # EMA + BatchNorm\n"
             "  catgan export --run runs/cats64 --out cats.safetensors --average-from 18000 --standing-stats\n"
+            "  catgan export --run runs/ft --out ft.safetensors --standing-stats \\\n"
+            "      --average-from 18000 --average-with runs/cats64   # + the parent run's checkpoints\n"
             "  catgan generate --weights cats.safetensors --out cats.png\n"
         ),
         run=_run_export,
@@ -564,6 +566,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="average the generator with the run's step checkpoints from STEP up to the exported one "
         "(checkpoint averaging; add --standing-stats for BatchNorm statistics that fit the average)",
     )
+    p.add_argument(
+        "--average-with",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="with --average-from: the run folder this run was started from (--init-from), whose step "
+        "checkpoints from STEP up to the fork point join the average (repeat for its own parent)",
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -576,6 +586,7 @@ def _run_export(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         standing=args.standing_stats,
         average_from=args.average_from,
+        average_with=args.average_with,
     )
     gen = load_generator(weights=path)  # read it back: what was written loads and verifies
     kib = path.stat().st_size / 1024

@@ -489,18 +489,56 @@ def save_animation(
 # ---- export --------------------------------------------------------------------------------------
 
 
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The run folder's config.json as the trainer wrote it ({} when missing or unreadable)."""
+    try:
+        return json.loads((run_dir / RUN_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _lineage_checkpoints(
+    state: dict[str, Any], run_dir: Path, ancestors: Sequence[str | Path], start: int
+) -> list[tuple[int, Path]]:
+    """Step checkpoints from step `start` on of the runs `ancestors`, which must be the runs this one was
+    started from (`catgan train --init-from`, recorded as "init_from" in every checkpoint): a parent's
+    steps up to the fork point, then its own parent's up to the parent's fork point, and so on."""
+    by_name: dict[str, Path] = {}
+    for a in ancestors:
+        path = Path(a)
+        if not path.is_dir():
+            raise CatganError(f"--average-with {a}: no such run folder")
+        by_name[path.resolve().name] = path
+    found: list[tuple[int, Path]] = []
+    child, origin = run_dir.resolve().name, state.get("init_from")
+    while by_name and origin is not None and origin.get("run") in by_name:
+        parent = by_name.pop(origin["run"])
+        fork = int(origin["step"])
+        found += [(s, p) for s, p in step_checkpoints(parent) if start <= s <= fork]
+        child, origin = parent.resolve().name, _run_config(parent).get("init_from")
+    if by_name:
+        came = f"was started from run {origin['run']}" if origin else "was not started with --init-from"
+        raise CatganError(
+            f"--average-with {by_name[next(iter(by_name))]}: not an ancestor of this run ({child} {came})"
+        )
+    return found
+
+
 def average_checkpoints(
-    ckpt: Path, state: dict[str, Any], ema: bool, start: int
+    ckpt: Path, state: dict[str, Any], ema: bool, start: int, ancestors: Sequence[str | Path] = ()
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """G's weights in checkpoint `ckpt` (loaded as `state`; the EMA copy when ema) averaged with those of
     its run's step checkpoints from step `start` up to it, each counted once: checkpoint averaging, a long
-    uniform average of the generator. Floating tensors are averaged in float64 (BatchNorm statistics too:
-    re-estimate them with standing_stats); integer counters stay ckpt's. Returns (weights, steps used)."""
+    uniform average of the generator. `ancestors`: the runs it was started from (--init-from), whose
+    checkpoints from `start` up to the fork point join the average. Floating tensors are averaged in
+    float64 (BatchNorm statistics too: re-estimate them with standing_stats); integer counters stay
+    ckpt's. Returns (weights, steps used, oldest first)."""
     step = int(state.get("step", 0))
     if start > step:
         raise CatganError(f"--average-from {start} is after the exported checkpoint's step {step}")
     run_dir = run_folder(ckpt)
     others = [(s, p) for s, p in step_checkpoints(run_dir) if start <= s < step]  # ckpt itself: s == step
+    others = sorted(_lineage_checkpoints(state, run_dir, ancestors, start) + others)
     if not others:
         raise CatganError(
             f"--average-from {start}: {run_dir} keeps no step checkpoints from step {start} to {step} "
@@ -528,11 +566,13 @@ def export_run(
     fp16: bool = False,
     standing: int = 0,
     average_from: int | None = None,
+    average_with: Sequence[str | Path] = (),
 ) -> Path:
     """The run's latest generator (or that of one checkpoint file of a run; EMA if present and ema) as a
     self-describing .safetensors file. average_from averages it with the run's step checkpoints from that
-    step on (average_checkpoints). standing > 0 then re-estimates its BatchNorm statistics over that many
-    batches of 64 latents (models.dcgan.standing_stats; seed 0, so the same weights every time).
+    step on, and with those of the runs it was started from (average_with; average_checkpoints).
+    standing > 0 then re-estimates its BatchNorm statistics over that many batches of 64 latents
+    (models.dcgan.standing_stats; seed 0, so the same weights every time).
 
     Provenance in the metadata: the run folder's name (not its path: a shipped file should not carry the
     trainer's directories), checkpoint, step, epoch, training wall time, whether EMA was used, the train
@@ -545,8 +585,10 @@ def export_run(
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
     run_dir = run_folder(ckpt)
     averaged_steps: list[int] = []
+    if average_with and average_from is None:
+        raise CatganError("--average-with needs --average-from STEP: the first step to average")
     if average_from is not None:
-        sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from)
+        sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from, average_with)
     G = _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
     if standing_stats(G, cfg, batches=standing):  # 0 when standing is 0 or G has no BatchNorm
         sd = G.state_dict()
@@ -562,13 +604,10 @@ def export_run(
         "weights_dtype": "float16" if fp16 else "float32",
         "standing_stats_batches": standing,
         "averaged_steps": averaged_steps,
+        "averaged_with_runs": [Path(a).resolve().name for a in average_with],
         "train_config": state.get("train_config"),
     }
-    try:
-        run_cfg = json.loads((run_dir / RUN_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError):
-        run_cfg = {}
-    for key, value in run_cfg.items():  # preset, dataset fingerprint, ... whatever the trainer recorded
+    for key, value in _run_config(run_dir).items():  # preset, dataset fingerprint, ... what the trainer wrote
         if key not in ("model", "train", "state_dict", "out", "dtype") and key not in provenance:
             provenance[key] = value
     return export_generator(sd, cfg, out, dtype=torch.float16 if fp16 else None, **provenance)
