@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
+    if args.average_with and not args.average_from:
+        p.error("--average-with needs --average-from STEP")
     if args.threads:
         torch.set_num_threads(args.threads)
 

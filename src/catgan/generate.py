@@ -519,7 +519,7 @@ def _lineage_checkpoints(
     if by_name:
         came = f"was started from run {origin['run']}" if origin else "was not started with --init-from"
         raise CatganError(
-            f"--average-with {by_name[next(iter(by_name))]}: not an ancestor of this run ({child} {came})"
+            f"--average-with {next(iter(by_name.values()))}: not an ancestor of this run ({child} {came})"
         )
     return found
 
@@ -582,11 +582,11 @@ def export_run(
         raise CatganError(f"--out must end in .safetensors, got {Path(out).name}")
     if standing < 0:
         raise CatganError(f"--standing-stats must be >= 0 batches, got {standing}")
+    if average_with and average_from is None:
+        raise CatganError("--average-with needs --average-from STEP: the first step to average")
     ckpt, state, cfg, sd, used_ema = _run_generator(Path(run_dir), ema, "nothing to export")
     run_dir = run_folder(ckpt)
     averaged_steps: list[int] = []
-    if average_with and average_from is None:
-        raise CatganError("--average-with needs --average-from STEP: the first step to average")
     if average_from is not None:
         sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from, average_with)
     G = _build(sd, cfg, str(ckpt), torch.device("cpu"))  # refuse to export weights that would not load
