@@ -286,8 +286,11 @@ def test_running_the_child_again_resumes_it_not_the_parent(data, tmp_path):
 def test_init_from_errors_are_one_line_and_write_nothing(data, tmp_path):
     fit(data, tmp_path / "parent", epochs=1)
     child = tmp_path / "child"
-    with pytest.raises(CatganError, match="no checkpoint at .*nowhere"):
+    with pytest.raises(CatganError, match="nowhere: no such checkpoint, run folder or .safetensors file"):
         fit(data, child, init_from=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CatganError, match="no checkpoint at .*empty"):
+        fit(data, child, init_from=tmp_path / "empty")
     with pytest.raises(CatganError, match=r"holds another model \(saved -> asked\): g_base: 8 -> 16"):
         model = dataclasses.replace(TINY.model, g_base=16)
         kw = {"device": "cpu", "progress": False, "threads": 1, "log": lambda _: None}
@@ -302,4 +305,105 @@ def test_init_from_errors_are_one_line_and_write_nothing(data, tmp_path):
         CatganError, match="is at step 3, and this run ends at step 3 .*give a later --max-steps"
     ):
         fit(data, child, epochs=1, init_from=path)
+    assert not child.exists() or not any(child.rglob("*.pt"))
+
+
+# ---- --init-from a generator: an exported file or a bundled model, with a new D -----------------------
+
+
+@pytest.fixture(scope="module")
+def generator_file(data, tmp_path_factory) -> Path:
+    """A 3-step tiny run exported as fp16 safetensors (step 3 in its provenance)."""
+    root = tmp_path_factory.mktemp("gen")
+    fit(data, root / "parent", epochs=1)
+    out = root / "gen.safetensors"
+    assert main(["export", "--run", str(root / "parent"), "--out", str(out), "--fp16"]) == 0
+    return out
+
+
+def test_init_from_a_generator_trains_a_new_d_alone_then_both(data, generator_file, tmp_path, capsys):
+    tensors, _, _ = ckpt.load_generator_file(generator_file)
+    child = tmp_path / "child"
+    args = ["train", str(data), "--run", str(child), "--init-from", str(generator_file), "--epochs", "4"]
+    assert main([*args, "--d-warmup", "3", "--threads", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "starting from gen.safetensors at step 3" in out
+    assert "training D alone (G frozen) until step 6 (--d-warmup 3)" in out
+    at = {s: ckpt.load_checkpoint(p) for s, p in ckpt.step_checkpoints(child)}
+    assert sorted(at) == [6, 9, 12]  # one per epoch of 3 steps, counted on from the file's step 3
+    weights = [k for k, v in tensors.items() if v.is_floating_point() and "running" not in k]
+    for key in weights:  # after the 3 warm-up steps G and its EMA are still the file's weights, in fp32
+        assert at[6]["G"][key].dtype == torch.float32
+        assert torch.equal(at[6]["G"][key], tensors[key].float()), key
+        assert torch.equal(at[6]["G_ema"][key], tensors[key].float()), key
+    assert any(not torch.equal(at[9]["G"][k], tensors[k].float()) for k in weights)  # then G trains
+    parent_d = last_state(generator_file.parent / "parent")["D"]
+    d_key = next(k for k, v in parent_d.items() if v.is_floating_point() and v.dim() == 4)
+    assert not torch.equal(at[6]["D"][d_key], parent_d[d_key])  # a new D, not the parent's
+    assert all(s["step"] == 9 for s in at[12]["opt_d"]["state"].values())  # D: steps 3..11
+    assert all(s["step"] == 6 for s in at[12]["opt_g"]["state"].values())  # G: steps 6..11 only
+    origin = json.loads((child / "config.json").read_text())["init_from"]
+    recorded = json.loads(generator_file.with_suffix(".json").read_text())
+    assert (origin["weights"], origin["step"], origin["sha256"]) == ("gen.safetensors", 3, recorded["sha256"])
+    assert origin["train_config"] == recorded["provenance"]["train_config"]
+    # the export's lineage knows it came from a file, not from a run to average with
+    with pytest.raises(CatganError, match=r"not an ancestor of this run \(child was started from gen"):
+        from catgan.generate import export_run
+
+        export_run(child, tmp_path / "x.safetensors", average_from=3, average_with=[generator_file.parent])
+
+
+def test_a_run_from_a_generator_resumes_exactly_mid_warmup(data, generator_file, tmp_path):
+    fit(data, tmp_path / "straight", epochs=4, d_warmup=3, init_from=generator_file)
+    # stopped at step 5, inside the warm-up (steps 3-5), then run on
+    fit(data, tmp_path / "stopped", epochs=4, max_steps=5, d_warmup=3, init_from=generator_file)
+    result = fit(data, tmp_path / "stopped", epochs=4, d_warmup=3, init_from=generator_file)
+    assert (result.resumed_from, result.steps) == (5, 12)
+    assert_same_state(last_state(tmp_path / "straight"), last_state(tmp_path / "stopped"))
+
+
+def test_init_from_the_bundled_model_fine_tunes_it(tmp_path, capsys):
+    from catgan.generate import load_generator
+    from synth import make_prepared_dataset
+
+    faces = make_prepared_dataset(tmp_path / "data", n=8, size=64)  # 2 steps per epoch at batch 4
+    run = tmp_path / "mine"
+    base = ["train", str(faces), "--run", str(run), "--init-from", "cats-64", "--batch", "4"]
+    base += ["--threads", "1"]
+    assert main([*base, "--max-steps", "30002", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    # the defaults for a new D: a warm-up, no decay, and no epoch limit (--max-steps decides)
+    assert all(f'"{k}": {v}' in printed for k, v in (("d_warmup", 100), ("lr_decay_steps", 0), ("epochs", 0)))
+    assert main([*base, "--eval-every", "0", "--no-progress"]) == 2  # the bundled model's own --max-steps
+    err = capsys.readouterr().err
+    assert "cats-64 is at step 30000, and this run ends at step 30000 (--max-steps 30000)" in err
+    assert main([*base, "--max-steps", "30003", "--d-warmup", "1", "--eval-every", "0", "--no-progress"]) == 0
+    bundled = load_generator(model="cats-64").G.state_dict()
+    state = last_state(run)
+    assert state["step"] == 30003  # the bundled model's 30,000 steps, then 3: D alone, then 2 of both
+    assert json.loads((run / "config.json").read_text())["init_from"]["weights"] == "cats-64"
+    key = "stem_act.0.weight"
+    assert not torch.equal(state["G"][key], bundled[key])
+    assert (state["G_ema"][key] - bundled[key]).abs().max() < 1e-3  # EMA 0.999: 2 small steps away
+    assert main(["generate", "--run", str(run), "--seeds", "0-3", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_init_from_a_generator_errors_are_one_line_and_write_nothing(data, generator_file, tmp_path):
+    child = tmp_path / "child"
+    with pytest.raises(CatganError, match=r"no bundled model of that name \(bundled: .*cats-64"):
+        fit(data, child, init_from="cats-6")
+    with pytest.raises(CatganError, match=r"holds another model \(saved -> asked\): g_base: 8 -> 16"):
+        model = dataclasses.replace(TINY.model, g_base=16)
+        kw = {"device": "cpu", "progress": False, "threads": 1, "log": lambda _: None}
+        train(data, model, CFG, child, init_from=generator_file, **kw)
+    with pytest.raises(CatganError, match="holds another model"):  # the bundled 64 px model, a 16 px run
+        fit(data, child, init_from="cats-64")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(generator_file.read_bytes()[:-100])
+    with pytest.raises(CatganError, match="cannot read .*broken.safetensors as safetensors"):
+        fit(data, child, init_from=broken)
+    with pytest.raises(CatganError, match="d_warmup must be >= 0"):
+        fit(data, child, init_from=generator_file, d_warmup=-1)
+    with pytest.raises(CatganError, match=r"epochs 0 \(no epoch limit\) needs a max_steps > 0"):
+        fit(data, child, init_from=generator_file, epochs=0, max_steps=0)
     assert not child.exists() or not any(child.rglob("*.pt"))

@@ -134,12 +134,6 @@ def saved_configs(state: dict[str, Any], where: str | Path) -> tuple[ModelConfig
         raise CatganError(f"{where}: unreadable saved config: {err}") from err
 
 
-def checkpoint_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
-    """The model and training configs saved in a checkpoint (or in a run folder's latest one)."""
-    path = resolve_checkpoint(source)
-    return saved_configs(load_checkpoint(path), path)
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """torch.save of plain tensors, numbers, strings and dicts (loadable with weights_only=True)."""
     return atomic_write(path, lambda tmp: torch.save(state, tmp), "checkpoint")

@@ -152,6 +152,7 @@ _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --run runs/cats64 --max-steps 30000 --lr-decay-steps 6000  # then anneal
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
   catgan train data/cats/cats-64 --run runs/c64-aug --init-from runs/cats64 --flip --max-steps 32000
+  catgan train data/my-cats/cats-64 --run runs/mine --init-from cats-64 --lr-g 2e-5 --max-steps 31000
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
   torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 
@@ -162,6 +163,10 @@ Ctrl-C saves a checkpoint and exits 130.
 --init-from CKPT starts a new run folder from another run's checkpoint (e.g. to finish with another
 recipe, or to fine-tune on other data): the weights, EMA and step count carry on under this command's
 options, which default to the checkpoint's own settings; the Adam moments start afresh.
+--init-from may also name a generator alone: a bundled model (cats-64, cats-128) or a file from `catgan
+export`. G and its EMA start from it, D from scratch; D first trains alone for --d-warmup steps (default
+100 here, 0 otherwise) so that G's first steps follow a D that has learned something. Lower G's rate
+too (--lr-g 2e-5): at the recipe's own rate the new D's first lessons undo much of what G had learned.
 Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
 global batch: each of the N processes takes batch / N images per step and the learning rates apply
 unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
@@ -188,7 +193,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="run folder: config, checkpoints, samples, metrics (spell it --run-dir under torchrun)",
     )
     g = p.add_argument_group("training (override the preset)")
-    opt(g, "--epochs", type=positive_int, help="train until this many epochs are done")
+    opt(g, "--epochs", type=nonneg_int, help="train until this many epochs are done (0: --max-steps decides)")
     opt(g, "--max-steps", type=nonneg_int, help="stop after this many steps (0: epochs decide)")
     opt(g, "--batch", type=positive_int, help="global batch size (all processes together)")
     opt(g, "--lr-d", type=positive_float, help="Adam learning rate of D")
@@ -199,6 +204,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=nonneg_int,
         metavar="N",
         help="the last N steps lower both learning rates linearly towards 0 (0: constant)",
+    )
+    opt(
+        g,
+        "--d-warmup",
+        type=nonneg_int,
+        metavar="N",
+        help="the run's first N steps train D alone, G frozen (default 100 with --init-from a generator)",
     )
     opt(g, "--beta1", type=beta, help="Adam beta1, in [0, 1)")
     opt(g, "--loss", choices=LOSSES, help="GAN loss")
@@ -226,7 +238,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--init-from",
         metavar="CKPT",
         help="start a new run from another run's checkpoint (or run folder): weights, EMA and step count "
-        "carry on under this command's settings (default: the checkpoint's); fresh Adam moments",
+        "carry on under this command's settings (default: the checkpoint's); fresh Adam moments. "
+        "Or from a generator: a bundled model's name or an exported .safetensors (a new D)",
     )
     r = p.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -244,7 +257,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 _TRAIN_OPTIONS = {
     **{f: f for f in ("epochs", "max_steps", "batch", "lr_d", "lr_g", "lr_decay_steps", "beta1", "loss")},
     **{f: f for f in ("label_smoothing", "ema", "diffaug", "flip", "seed", "sample_every")},
-    **{f: f for f in ("checkpoint_every", "eval_every")},
+    **{f: f for f in ("checkpoint_every", "eval_every", "d_warmup")},
     **{"eval_n": "eval_n", "r1_gamma": "r1", "sync_batchnorm": "sync_bn", "keep_checkpoints": "keep"},
 }
 
@@ -253,19 +266,23 @@ def _train_configs(args: argparse.Namespace):
     """(ModelConfig, TrainConfig): the preset (or the run's saved config) with the given options applied."""
     from pathlib import Path
 
-    from catgan.checkpoint import RUN_CONFIG, checkpoint_configs, load_run_config
+    from catgan.checkpoint import RUN_CONFIG, load_run_config
     from catgan.config import get_preset
-    from catgan.train import replace
+    from catgan.generate import is_generator_source
+    from catgan.train import DEFAULT_D_WARMUP, init_configs, replace
 
     preset = getattr(args, "preset", None)
-    if preset is None and (Path(args.run) / RUN_CONFIG).is_file():
+    continuing = (Path(args.run) / RUN_CONFIG).is_file()
+    if preset is None and continuing:
         model, base = load_run_config(args.run)
     elif preset is None and args.init_from:
-        model, base = checkpoint_configs(args.init_from)
+        model, base = init_configs(args.init_from)
     else:
         chosen = get_preset(preset or "dcgan-64")
         model, base = chosen.model, chosen.train
     given = {field: getattr(args, dest) for field, dest in _TRAIN_OPTIONS.items() if hasattr(args, dest)}
+    if args.init_from and not continuing and is_generator_source(args.init_from):
+        given.setdefault("d_warmup", DEFAULT_D_WARMUP)  # a new D: let it learn before G follows it
     return model, replace(base, **given)
 
 

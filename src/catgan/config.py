@@ -75,9 +75,10 @@ class TrainConfig:
     r1_every: int = 1  # lazy R1: apply every N D steps (scaled by N)
     diffaug: str = ""  # DiffAugment policy: comma list of "color", "translation", "cutout"; "" = off
     flip: bool = False  # random horizontal flip of real images
-    epochs: int = 25
+    epochs: int = 25  # 0 = no epoch limit: max_steps decides
     max_steps: int = 0  # stop after this many steps (0 = only epochs decide)
     lr_decay_steps: int = 0  # the run's last N steps lower both lrs linearly towards 0; 0 = constant lrs
+    d_warmup: int = 0  # the run's first N steps train D alone (G frozen), e.g. a new D for a given G
     seed: int = 0
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -100,6 +101,12 @@ class TrainConfig:
                 raise CatganError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.lr_decay_steps < 0:
             raise CatganError(f"lr_decay_steps must be >= 0, got {self.lr_decay_steps}")
+        if self.epochs < 0 or self.max_steps < 0:
+            raise CatganError(f"epochs and max_steps must be >= 0, got {self.epochs} and {self.max_steps}")
+        if not self.epochs and not self.max_steps:
+            raise CatganError("epochs 0 (no epoch limit) needs a max_steps > 0 to stop the run")
+        if self.d_warmup < 0:
+            raise CatganError(f"d_warmup must be >= 0, got {self.d_warmup}")
         if self.r1_gamma < 0:
             raise CatganError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         for name in ("lr_d", "lr_g"):

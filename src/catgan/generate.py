@@ -11,11 +11,12 @@ or a model bundled in the package (`src/catgan/weights/NAME.safetensors`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +218,9 @@ def _load_file(path: str | Path, device: torch.device, name: str | None, source:
     return LoadedGenerator(G, cfg, name or Path(path).stem, generator_hash(tensors, cfg), source, info)
 
 
-def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:
+@contextlib.contextmanager
+def _bundled_file(name: str) -> Iterator[Path]:
+    """The bundled model `name` as a real file (even from a zipped install); one error when there is none."""
     if not _MODEL_NAME_RE.match(name):
         raise CatganError(f"bad model name {name!r}: bundled models are named like {DEFAULT_MODEL}")
     bundled = list_bundled()
@@ -233,9 +236,28 @@ def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:
                 f"train one with `catgan train DATA --preset {name} --run RUN` and pass --run RUN"
             )
         raise CatganError(f"unknown model {name!r}; bundled models: {', '.join(bundled)}")
-    resource = _weights_root() / f"{name}.safetensors"
-    with importlib.resources.as_file(resource) as path:  # a real file even from a zipped install
+    with importlib.resources.as_file(_weights_root() / f"{name}.safetensors") as path:
+        yield path
+
+
+def _load_bundled(name: str, device: torch.device) -> LoadedGenerator:
+    with _bundled_file(name) as path:
         return _load_file(path, device, name, f"bundled:{name}")
+
+
+def is_generator_source(source: str | Path) -> bool:
+    """Whether `source` names a generator (an exported .safetensors file, or a bundled model's name such
+    as "cats-64" that is not also a path here) rather than a training checkpoint or a run folder."""
+    path = Path(source)
+    return path.suffix == ".safetensors" or (not path.exists() and str(source) in list_bundled())
+
+
+def read_generator(source: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict[str, Any]]:
+    """(state dict, ModelConfig, provenance) of an exported .safetensors file or of a bundled model."""
+    if Path(source).suffix == ".safetensors":
+        return load_generator_file(source)
+    with _bundled_file(str(source)) as path:
+        return load_generator_file(path)
 
 
 def load_generator(
@@ -497,6 +519,12 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def origin_label(origin: dict[str, Any]) -> str:
+    """What a run was started from (its "init_from" record), for people: "RUN/CHECKPOINT" or a generator
+    file's name."""
+    return f"{origin['run']}/{origin['checkpoint']}" if "run" in origin else str(origin["weights"])
+
+
 def _lineage_checkpoints(
     state: dict[str, Any], run_dir: Path, ancestors: Sequence[str | Path], start: int
 ) -> list[tuple[int, Path]]:
@@ -517,7 +545,7 @@ def _lineage_checkpoints(
         found += [(s, p) for s, p in step_checkpoints(parent) if start <= s <= fork]
         child, origin = parent.resolve().name, _run_config(parent).get("init_from")
     if by_name:
-        came = f"was started from run {origin['run']}" if origin else "was not started with --init-from"
+        came = f"was started from {origin_label(origin)}" if origin else "was not started with --init-from"
         raise CatganError(
             f"--average-with {next(iter(by_name.values()))}: not an ancestor of this run ({child} {came})"
         )

@@ -17,6 +17,11 @@ its weights, EMA, step count, training time and random generators and goes on un
 settings, e.g. a changed recipe for the last steps, or other data. The Adam moments start afresh, as
 in fine-tuning: they describe the old task's gradients (a confident D has tiny second moments, which
 would turn the larger first gradients of a changed task into outsized steps).
+It may also start from a generator alone (an exported .safetensors file, or a bundled model such as
+"cats-64"): G and its EMA start from those weights and the step count from the one they record, while D,
+the random generators and the data order start afresh. A new D knows nothing yet, and G's steps against
+it would be noise, so such a run should first train D alone against the frozen G (cfg.d_warmup steps;
+`catgan train --init-from cats-64` defaults to DEFAULT_D_WARMUP).
 """
 
 from __future__ import annotations
@@ -41,11 +46,19 @@ from torch import nn
 from catgan import checkpoint as ckpt
 from catgan import losses
 from catgan.augment import diff_augment
-from catgan.config import ModelConfig, TrainConfig, diff, dumps, to_dict
+from catgan.config import ModelConfig, TrainConfig, diff, dumps, from_dict, to_dict
 from catgan.data.dataset import epoch_permutation, load_dataset, to_float, to_uint8
 from catgan.distributed import DistContext, all_mean, any_rank, broadcast_from_main, global_batchnorm
 from catgan.errors import CatganError
-from catgan.generate import latents_from_seeds, make_grid, save_image
+from catgan.generate import (
+    is_generator_source,
+    latents_from_seeds,
+    list_bundled,
+    make_grid,
+    origin_label,
+    read_generator,
+    save_image,
+)
 from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
 from catgan.runtime import cpu_count, resolve_device
 
@@ -68,6 +81,7 @@ RESUME_KEYS = (
     "G", "D", "G_ema", "opt_g", "opt_d", "step", "epoch", "batch_in_epoch", "data_rng", "noise_rng",
     "cpu_rng", "model_config", "train_config",
 )  # fmt: skip
+DEFAULT_D_WARMUP = 100  # D-alone steps of a run started from a generator, unless given (docs/benchmarks.md)
 N_SAMPLES = 64  # the fixed latent batch of the sample grids: seeds 0..63
 METRICS = "metrics.jsonl"
 SAMPLES = "samples"
@@ -131,7 +145,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """The step a run stops at: its epochs, capped by max_steps."""
+    """The step a run stops at: its epochs, capped by max_steps (epochs 0: max_steps alone)."""
+    if not cfg.epochs:
+        return cfg.max_steps
     total = cfg.epochs * steps_per_epoch
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
@@ -214,10 +230,61 @@ def _resume_state(run_dir: Path, model: ModelConfig, cfg: TrainConfig, resume: b
     return latest, state
 
 
+def init_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs of `source` (--init-from), which a run started from it takes for
+    what it is not told: a checkpoint's own, or a generator file's model and the training settings its
+    provenance records (TrainConfig's defaults when it records none), less any learning-rate decay (it
+    ended the source's run, it should not start this one) and less its epoch count (epochs of other
+    data: its --max-steps, or this command's, says where the run stops)."""
+    if not is_generator_source(source):
+        path = _source_checkpoint(source)
+        return ckpt.saved_configs(ckpt.load_checkpoint(path), path)
+    _, model, provenance = read_generator(source)
+    recorded = provenance.get("train_config")
+    try:
+        train = from_dict(TrainConfig, recorded) if isinstance(recorded, dict) else TrainConfig()
+    except (TypeError, CatganError) as err:
+        raise CatganError(f"--init-from {source}: unreadable training settings in provenance: {err}") from err
+    return model, dataclasses.replace(train, lr_decay_steps=0, epochs=0 if train.max_steps else train.epochs)
+
+
+def _source_checkpoint(source: str | Path) -> Path:
+    """The checkpoint --init-from `source` names (a file, or a run folder's latest), else one error."""
+    if not Path(source).exists():
+        raise CatganError(
+            f"--init-from {source}: no such checkpoint, run folder or .safetensors file, and no bundled "
+            f"model of that name (bundled: {', '.join(list_bundled()) or 'none'})"
+        )
+    return ckpt.resolve_checkpoint(source)
+
+
+def _init_generator_state(source: str | Path, model: ModelConfig) -> dict[str, Any]:
+    """The partial state of a new run started from a generator (see the module docstring): G and its EMA
+    from the file, in fp32; no D, random generators or data position (they start afresh)."""
+    tensors, saved_model, provenance = read_generator(source)
+    if changed := diff(saved_model, model):
+        raise CatganError(
+            f"--init-from {source} holds another model (saved -> asked): {'; '.join(changed)}; "
+            "drop --preset to take the generator's model"
+        )
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # fp16 -> fp32
+    origin = {
+        "weights": Path(source).name,
+        "sha256": ckpt.generator_hash(tensors, saved_model),
+        "step": int(provenance.get("step") or 0),
+        "train_config": provenance.get("train_config"),
+    }
+    state = {"G": sd, "G_ema": sd, "D": None, "step": origin["step"], "best_fid": math.inf}
+    return {**state, "init_from": origin}
+
+
 def _init_state(source: Path, model: ModelConfig) -> dict[str, Any]:
     """The state a new run starts from when it starts from `source` (a checkpoint, or a run folder: its
-    latest one), with an "init_from" record of it (which goes into the new run's config.json)."""
-    path = ckpt.resolve_checkpoint(source)
+    latest one; or a generator: _init_generator_state), with an "init_from" record of it (which goes
+    into the new run's config.json)."""
+    if is_generator_source(source):
+        return _init_generator_state(source, model)
+    path = _source_checkpoint(source)
     hint = "start from a step-*.pt or best.pt of a run"
     state, saved_model, _ = _training_state(path, f"--init-from {path}", hint)
     if changed := diff(saved_model, model):
@@ -409,35 +476,42 @@ def _train(
     elapsed, best_fid = 0.0, math.inf
     if state is not None:
         G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
+        if state["D"] is not None:  # None: started from a generator file, D starts from scratch
+            D.load_state_dict(state["D"])
         if G_ema is not None:
             G_ema.load_state_dict(state["G_ema"] if state["G_ema"] is not None else state["G"])
         if latest is not None:  # a resume; a run started from another's checkpoint starts fresh Adam moments
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])
-        step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
-        if latest is None and epoch * steps_per_epoch + pos != step:
+        step = state["step"]
+        epoch, pos = state.get("epoch"), state.get("batch_in_epoch")
+        if latest is None and (epoch is None or epoch * steps_per_epoch + pos != step):
             # started from a run with another batch size or dataset: count its steps in this run's epochs
             epoch, pos = divmod(step, steps_per_epoch)
-        epoch_state = state["data_rng"]
-        noise_gen.set_state(state["noise_rng"].to("cpu"))
-        torch.set_rng_state(state["cpu_rng"])
+        if "data_rng" in state:  # a generator file carries no random generators: they start from cfg.seed
+            epoch_state = state["data_rng"]
+            noise_gen.set_state(state["noise_rng"].to("cpu"))
+            torch.set_rng_state(state["cpu_rng"])
         if dev.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state(state["cuda_rng"][0], dev)
         elapsed = float(state.get("elapsed", 0.0))
         best_fid = float(state.get("best_fid", math.inf))
     origin = state.get("init_from") if state is not None else None  # kept by every checkpoint of the run
     if latest is None and origin is not None and step >= total:
+        ends, more = f"{cfg.epochs} epochs of {steps_per_epoch} steps, ", " or more --epochs"
+        if not cfg.epochs:
+            ends = more = ""
         raise CatganError(
-            f"--init-from: {origin['checkpoint']} is at step {step}, and this run ends at step {total} "
-            f"({cfg.epochs} epochs of {steps_per_epoch} steps, --max-steps {cfg.max_steps}); "
-            "give a later --max-steps or more --epochs"
+            f"--init-from: {origin_label(origin)} is at step {step}, and this run ends at step {total} "
+            f"({ends}--max-steps {cfg.max_steps}); give a later --max-steps{more}"
         )
     if latest is not None:
         log(f"resuming {latest} at step {step} (epoch {epoch}, batch {pos})")
     elif origin is not None:
-        where = f"{origin['run']}/{origin['checkpoint']}"
-        log(f"starting from {where} at step {step} (epoch {epoch}, batch {pos})")
+        log(f"starting from {origin_label(origin)} at step {step} (epoch {epoch}, batch {pos})")
+    g_from = (origin["step"] if origin is not None else 0) + cfg.d_warmup  # G is frozen before this step
+    if step < g_from:
+        log(f"training D alone (G frozen) until step {g_from} (--d-warmup {cfg.d_warmup})")
     resumed_from = step
 
     if ctx.is_main:
@@ -482,7 +556,8 @@ def _train(
         for opt, lr in ((opt_d, cfg.lr_d), (opt_g, cfg.lr_g)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
-        with autocast:
+        train_g = step >= g_from
+        with autocast, torch.set_grad_enabled(train_g):
             fake = G_step(z)  # (b, 3, S, S); the G step below reuses it (3G + 9D FLOPs per image)
 
         # (1) Update D: push D(x) up and D(G(z)) down.
@@ -500,14 +575,16 @@ def _train(
         opt_d.step()
 
         # (2) Update G: push D(G(z)) up, through the D just updated. D's weights need no gradient
-        # here, so it runs frozen and outside DDP (nothing of D's to all-reduce).
+        # here, so it runs frozen and outside DDP (nothing of D's to all-reduce). While G is frozen
+        # (d_warmup) its loss is only measured.
         D.requires_grad_(False)
-        with autocast:
+        with autocast, torch.set_grad_enabled(train_g):
             fake_logits_g = D_for_g(augment(fake)).float()  # (b,)
         loss_g = losses.g_loss(cfg.loss, real_logits.detach(), fake_logits_g)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        if train_g:
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
         D.requires_grad_(True)
 
         if G_ema is not None:
