@@ -166,7 +166,7 @@ options, which default to the checkpoint's own settings; the Adam moments start 
 --init-from may also name a generator alone: a bundled model (cats-64, cats-128) or a file from `catgan
 export`. G and its EMA start from it, D from scratch; D first trains alone for --d-warmup steps (default
 100 here, 0 otherwise) so that G's first steps follow a D that has learned something. Lower G's rate
-too (--lr-g 2e-5): at the recipe's own rate the new D's first lessons undo much of what G had learned.
+too (--lr-g 2e-5) and keep the run short: against a new D, G loses quality as it trains (docs/benchmarks.md).
 Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
 global batch: each of the N processes takes batch / N images per step and the learning rates apply
 unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
