@@ -498,9 +498,8 @@ def _train(
         best_fid = float(state.get("best_fid", math.inf))
     origin = state.get("init_from") if state is not None else None  # kept by every checkpoint of the run
     if latest is None and origin is not None and step >= total:
-        ends, more = f"{cfg.epochs} epochs of {steps_per_epoch} steps, ", " or more --epochs"
-        if not cfg.epochs:
-            ends = more = ""
+        ends = f"{cfg.epochs} epochs of {steps_per_epoch} steps, " if cfg.epochs else ""
+        more = " or more --epochs" if cfg.epochs else ""
         raise CatganError(
             f"--init-from: {origin_label(origin)} is at step {step}, and this run ends at step {total} "
             f"({ends}--max-steps {cfg.max_steps}); give a later --max-steps{more}"
