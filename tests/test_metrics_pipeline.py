@@ -89,6 +89,16 @@ def test_reference_cache_reused_and_invalidated_on_file_change(tmp_path):
     assert not np.allclose(changed.mu, first.mu)
 
 
+def test_fid_evaluator_says_when_it_computes_the_reference(tmp_path, dataset):
+    said = []
+    kwargs = dict(n=4, batch=4, cache_dir=tmp_path, extractor=TinyExtractor(), log=said.append)
+    FIDEvaluator(dataset, **kwargs)  # a cache miss: the features are computed, in one line
+    assert len(said) == 1 and "24 images" in said[0] and str(tmp_path) in said[0]
+    FIDEvaluator(dataset, **kwargs)  # a hit: silent
+    evaluate(_noise(4), dataset, TinyExtractor(), EvalConfig(n=4, catface=False), tmp_path, log=said.append)
+    assert len(said) == 1
+
+
 def test_cache_key_depends_on_everything():
     base = cache_key("abc", 64, "bilinear", "inception")
     assert (

@@ -34,6 +34,11 @@ def _number(text: str, kind: type, minimum: float, strict: bool) -> Any:
     return value
 
 
+def _note(msg: str) -> None:
+    """A status line that is not the command's output: to stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def positive_int(text: str) -> int:
     return _number(text, int, 1, strict=False)
 
@@ -297,7 +302,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if cfg.eval_every and not args.dry_run and ctx.is_main:
         from catgan.metrics.evaluate import FIDEvaluator
 
-        evaluator = FIDEvaluator(args.dataset, n=cfg.eval_n, device=device, batch=cfg.batch)
+        evaluator = FIDEvaluator(args.dataset, n=cfg.eval_n, device=device, batch=cfg.batch, log=_note)
     from catgan.runtime import resolve_device
 
     ctx = distributed.setup(resolve_device(device), timeout_s=args.dist_timeout)
@@ -682,7 +687,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     extractor = InceptionExtractor.load(device, fp16=args.fp16, batch=args.batch)
     if args.against is not None:
-        result = evaluate_real(args.data, args.against, extractor, cfg, args.cache_dir)
+        result = evaluate_real(args.data, args.against, extractor, cfg, args.cache_dir, log=_note)
     else:
         from catgan.generate import generate_images, load_generator
 
@@ -690,7 +695,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             run=args.run, weights=args.weights, model=args.model, ema=args.ema, device=device
         )
         sample_fn = lambda seeds: generate_images(gen, seeds, batch=args.batch)  # noqa: E731
-        result = evaluate(sample_fn, args.data, extractor, cfg, args.cache_dir)
+        result = evaluate(sample_fn, args.data, extractor, cfg, args.cache_dir, log=_note)
         result["generator"] = gen.name
     print(format_table(result))
     if args.out:

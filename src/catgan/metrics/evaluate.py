@@ -149,6 +149,7 @@ def evaluate(
     cfg: EvalConfig | None = None,
     cache_dir: str | Path | None = None,
     detector: CatFaceDetector | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Generated samples against the real dataset `data` (all its images, statistics cached).
 
@@ -168,7 +169,7 @@ def evaluate(
     n = cfg.n or DEFAULT_N
     fake_images = draw_samples(samples, n, cfg.batch, cfg.seed)  # (n, 3, H, W)
     _check_size(fake_images, size, "the generated images", folder)
-    reference = reference_stats(folder, extractor, cache_dir, images=real_images)
+    reference = reference_stats(folder, extractor, cache_dir, images=real_images, log=log)
     fake_feats = extractor.features(fake_images)  # (n, D)
     result = compare(fake_images, fake_feats, real_images, reference, cfg, detector)
     return {
@@ -193,6 +194,7 @@ def evaluate_real(
     cfg: EvalConfig | None = None,
     cache_dir: str | Path | None = None,
     detector: CatFaceDetector | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Two real datasets, n random images of each; the same dataset twice -> two disjoint halves (the floor).
 
@@ -204,7 +206,7 @@ def evaluate_real(
     start = time.perf_counter()
     folder_a, folder_b = resolve(data), resolve(against)
     images_a = load_dataset(folder_a)
-    stats_a = reference_stats(folder_a, extractor, cache_dir, images=images_a)
+    stats_a = reference_stats(folder_a, extractor, cache_dir, images=images_a, log=log)
     rng = np.random.default_rng(cfg.seed)
     if folder_a.resolve() == folder_b.resolve():
         n = cfg.n or len(images_a) // 2
@@ -225,7 +227,7 @@ def evaluate_real(
             raise CatganError(
                 f"n={n} is larger than the {smallest} images of the smaller dataset; use n <= {smallest}"
             )
-        stats_b = reference_stats(folder_b, extractor, cache_dir, images=images_b)
+        stats_b = reference_stats(folder_b, extractor, cache_dir, images=images_b, log=log)
         idx_a, idx_b = rng.permutation(len(images_a))[:n], rng.permutation(len(images_b))[:n]
     ta, tb = torch.from_numpy(np.sort(idx_a)), torch.from_numpy(np.sort(idx_b))
     result = compare(
@@ -274,6 +276,7 @@ class FIDEvaluator:
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         seed: int = 0,
+        log: Callable[[str], None] | None = None,  # told when the reference features are computed
     ) -> None:
         from catgan.data.dataset import load_dataset, resolve
         from catgan.metrics.inception import InceptionExtractor
@@ -292,7 +295,7 @@ class FIDEvaluator:
         self.folder = resolve(data)
         images = load_dataset(self.folder)
         self.image_size = int(images.shape[-1])
-        self.reference = reference_stats(self.folder, self.extractor, cache_dir, images=images)
+        self.reference = reference_stats(self.folder, self.extractor, cache_dir, images=images, log=log)
 
     def __call__(self, sample_fn: SampleFn | torch.Tensor) -> dict:
         start = time.perf_counter()

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -114,11 +115,13 @@ def reference_stats(
     cache_dir: str | Path | None = None,
     images: torch.Tensor | None = None,
     image_size: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ReferenceStats:
     """Features and statistics of every image of the prepared dataset `data`, from cache when valid.
 
     images: the dataset already loaded (uint8 (N, 3, H, W)), to skip reading it again on a cache miss.
     cache_dir=None: default_cache_dir(). The cache is keyed by content, so any folder name works.
+    log: told in one line when the features are computed (a cache miss: minutes on a CPU), not on a hit.
     """
     from catgan.data.dataset import dataset_fingerprint, load_dataset, resolve
 
@@ -140,6 +143,8 @@ def reference_stats(
     path = cache / f"{folder.name}-{cache_key(fingerprint, size, extractor.resize, extractor.name)}.npz"
     if path.is_file() and (hit := _read(path, key_fields)) is not None:
         return hit
+    if log is not None:
+        log(f"FID reference: features of the {len(images):,} images of {folder}, once (cached in {cache})")
     features = np.asarray(extractor.features(images), dtype=np.float64)  # (N, D)
     mu, sigma = feature_stats(features)
     stats = ReferenceStats(
