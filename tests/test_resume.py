@@ -369,18 +369,20 @@ def test_init_from_the_bundled_model_fine_tunes_it(tmp_path, capsys):
     faces = make_prepared_dataset(tmp_path / "data", n=8, size=64)  # 2 steps per epoch at batch 4
     run = tmp_path / "mine"
     base = ["train", str(faces), "--run", str(run), "--init-from", "cats-64", "--batch", "4"]
-    base += ["--threads", "1"]
-    assert main([*base, "--max-steps", "30002", "--dry-run"]) == 0
+    base += ["--threads", "1", "--eval-every", "0", "--no-progress"]
+    assert main([*base, "--max-steps", "1000000", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     # the defaults for a new D: a warm-up, no decay, and no epoch limit (--max-steps decides)
     assert all(f'"{k}": {v}' in printed for k, v in (("d_warmup", 100), ("lr_decay_steps", 0), ("epochs", 0)))
-    assert main([*base, "--eval-every", "0", "--no-progress"]) == 2  # the bundled model's own --max-steps
+    bundled = load_generator(model="cats-64")
+    at = bundled.info["step"]  # the bundled model's training steps
+    assert main([*base, "--max-steps", str(at)]) == 2
     err = capsys.readouterr().err
-    assert "cats-64 is at step 30000, and this run ends at step 30000 (--max-steps 30000)" in err
-    assert main([*base, "--max-steps", "30003", "--d-warmup", "1", "--eval-every", "0", "--no-progress"]) == 0
-    bundled = load_generator(model="cats-64").G.state_dict()
+    assert f"cats-64 is at step {at}, and this run ends at step {at} (--max-steps {at})" in err
+    assert main([*base, "--max-steps", str(at + 3), "--d-warmup", "1"]) == 0
+    bundled = bundled.G.state_dict()
     state = last_state(run)
-    assert state["step"] == 30003  # the bundled model's 30,000 steps, then 3: D alone, then 2 of both
+    assert state["step"] == at + 3  # the bundled model's steps, then 3: D alone, then 2 of both
     assert json.loads((run / "config.json").read_text())["init_from"]["weights"] == "cats-64"
     key = "stem_act.0.weight"
     assert not torch.equal(state["G"][key], bundled[key])
