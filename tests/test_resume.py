@@ -380,13 +380,13 @@ def test_init_from_the_bundled_model_fine_tunes_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"cats-64 is at step {at}, and this run ends at step {at} (--max-steps {at})" in err
     assert main([*base, "--max-steps", str(at + 3), "--d-warmup", "1"]) == 0
-    bundled = bundled.G.state_dict()
+    weights = bundled.G.state_dict()
     state = last_state(run)
     assert state["step"] == at + 3  # the bundled model's steps, then 3: D alone, then 2 of both
     assert json.loads((run / "config.json").read_text())["init_from"]["weights"] == "cats-64"
     key = "stem_act.0.weight"
-    assert not torch.equal(state["G"][key], bundled[key])
-    assert (state["G_ema"][key] - bundled[key]).abs().max() < 1e-3  # EMA 0.999: 2 small steps away
+    assert not torch.equal(state["G"][key], weights[key])
+    assert (state["G_ema"][key] - weights[key]).abs().max() < 1e-3  # EMA 0.999: 2 small steps away
     assert main(["generate", "--run", str(run), "--seeds", "0-3", "--out", str(tmp_path / "g.png")]) == 0
 
 
