@@ -408,7 +408,7 @@ def _load_source(args: argparse.Namespace):
         ema=args.ema,
         device=args.device,
     )
-    print(f"generator: {describe(gen)}", file=sys.stderr)
+    _note(f"generator: {describe(gen)}")
     return gen
 
 
