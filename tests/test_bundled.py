@@ -8,6 +8,7 @@ from PIL import Image
 
 from catgan import generate as g
 from catgan.cli import main
+from catgan.config import PRESETS
 from gen_helpers import read_png
 
 pytestmark = pytest.mark.skipif(not g.list_bundled(), reason="no bundled weights in this checkout")
@@ -30,6 +31,18 @@ def test_bundled_model_loads_verified_and_draws_distinct_cats(name: str):
     flat = images.flatten(1).float()
     assert torch.cdist(flat, flat)[~torch.eye(4, dtype=torch.bool)].min() > size * 1.5  # four different cats
     assert torch.equal(g.generate_images(gen, [2]), images[2:3])  # a seed is a cat
+
+
+@pytest.mark.parametrize("name, preset", [("cats-64", "cats-64"), ("cats-128", "cats-128-lite")])
+def test_bundled_model_was_trained_with_the_preset_that_names_its_recipe(name: str, preset: str):
+    if name not in g.list_bundled():
+        pytest.skip(f"no {name} in this checkout")
+    _, model, provenance = g.read_generator(name)
+    trained = provenance["train_config"]  # the run's TrainConfig, as the export recorded it
+    assert model == PRESETS[preset].model
+    recipe = ("batch", "lr_d", "lr_g", "beta1", "beta2", "loss", "label_smoothing", "ema", "diffaug", "flip")
+    for field in recipe:  # e.g. cats-64 was trained with flips, so its preset has them
+        assert trained[field] == getattr(PRESETS[preset].train, field), field
 
 
 def test_readme_main_command_writes_a_grid(tmp_path: Path, capsys):

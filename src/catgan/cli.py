@@ -157,7 +157,7 @@ _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --run runs/cats64 --max-steps 30000 --lr-decay-steps 6000  # then anneal
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
   catgan train data/cats/cats-64 --run runs/c64-aug --init-from runs/cats64 --flip --max-steps 32000
-  catgan train data/my-cats/cats-64 --run runs/mine --init-from cats-64 --lr-g 2e-5 --max-steps 31000
+  catgan train data/my-cats/cats-64 --run runs/mine --init-from cats-64 --lr-g 2e-5 --max-steps 23000
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
   torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 

@@ -141,7 +141,8 @@ def _presets() -> dict[str, Preset]:
         diffaug="color,translation,cutout",
         flip=True,
     )
-    cats = TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999)  # dcgan-64 + EMA
+    # dcgan-64 + an EMA of G + flips: the bundled cats-64's recipe (flips: FID-10k 9.71 -> 8.34, fewer steps)
+    cats = TrainConfig(batch=64, lr_d=2e-4, lr_g=2e-4, beta1=0.5, loss="bce", ema=0.999, flip=True)
     return {
         "thesis-128": Preset(
             "thesis-128",
@@ -163,7 +164,7 @@ def _presets() -> dict[str, Preset]:
         ),
         "cats-64": Preset(
             "cats-64",
-            "The bundled 64 px recipe: dcgan-64 plus an EMA copy of G; the better of the two by FID ships.",
+            "The bundled 64 px recipe: dcgan-64 plus an EMA copy of G and random horizontal flips.",
             dcgan,
             cats,
         ),
@@ -182,10 +183,10 @@ def _presets() -> dict[str, Preset]:
         ),
         "cats-128-lite": Preset(
             "cats-128-lite",
-            "cats-64's recipe at 128 px with half-width layers (ngf = ndf = 32) and flips: the 128 px "
+            "cats-64's recipe (EMA, flips) at 128 px with half-width layers (ngf = ndf = 32): the 128 px "
             "model a CPU can train (3.4 GFLOP per image and step, about 70 steps/min on 2 cores).",
             dataclasses.replace(dcgan, image_size=128, g_base=32, d_base=32),
-            dataclasses.replace(cats, flip=True),
+            cats,
         ),
         "tiny-16": Preset(
             "tiny-16",
