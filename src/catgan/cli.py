@@ -617,6 +617,105 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- a learned upsampler and cascades --------------------------------------------------------------
+
+
+def _add_train_upsampler(sub: argparse._SubParsersAction) -> None:
+    from catgan.config import UpsamplerConfig
+
+    d = UpsamplerConfig()
+    p = _command(
+        sub,
+        "train-upsampler",
+        "Train a learned 2x upsampler on real faces (half size -> full size), or continue its run.",
+        "The dataset is the folder `catgan prepare --sizes 64,128` wrote (it holds cats-64 and cats-128);\n"
+        "each 128 px face is paired with its own 64 px picture. Loss: L1 to the real face plus\n"
+        "--adv-weight x a patch discriminator's hinge loss. `catgan cascade` then puts the upsampler\n"
+        "after a 64 px generator: one 128 px model.\n\n"
+        "examples:\n"
+        "  catgan train-upsampler data/faces --run runs/up128 --steps 4000 --amp\n"
+        "  catgan cascade --base cats-64 --upsampler runs/up128 --out cats-128.safetensors --fp16\n"
+        "  catgan generate --weights cats-128.safetensors --out cats128.png\n",
+        _run_train_upsampler,
+    )
+    p.add_argument("dataset", help="a folder from `catgan prepare` holding both sizes (cats-S/2 and cats-S)")
+    p.add_argument("--run", required=True, help="run folder: config, checkpoints, samples, metrics")
+    p.add_argument("--size", type=int, default=d.image_size, help="the size it makes (it reads half that)")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="train until this step")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help="pairs per step")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate (both networks)")
+    p.add_argument("--adv-weight", type=nonneg_float, default=d.adv_weight, help="0: L1 alone")
+    p.add_argument("--channels", type=positive_int, default=d.channels, help="upsampler width")
+    p.add_argument("--blocks", type=nonneg_int, default=d.blocks, help="residual blocks")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d.flip, help="random flips")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="seed of the weights and the batches")
+    p.add_argument("--sample-every", type=nonneg_int, default=d.sample_every, help="steps between grids")
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=d.checkpoint_every, help="steps (0: end)")
+    p.add_argument("--keep", type=positive_int, default=d.keep_checkpoints, help="checkpoints to keep")
+    p.add_argument("--log-every", type=positive_int, default=50, help="steps per metrics.jsonl line")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA; also works on the CPU)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: every core)")
+
+
+def _run_train_upsampler(args: argparse.Namespace) -> int:
+    from catgan.config import UpsamplerConfig
+    from catgan.upsample import train_upsampler
+
+    cfg = UpsamplerConfig(
+        image_size=args.size,
+        channels=args.channels,
+        blocks=args.blocks,
+        adv_weight=args.adv_weight,
+        batch=args.batch,
+        lr=args.lr,
+        flip=args.flip,
+        steps=args.steps,
+        seed=args.seed,
+        sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep,
+    )
+    result = train_upsampler(
+        args.dataset, cfg, args.run, device=args.device, amp=args.amp, threads=args.threads,
+        log_every=args.log_every, log=_note,
+    )  # fmt: skip
+    print(f"upsampler at step {result.steps}: {result.checkpoint} (L1 {result.l1:.4f})")
+    return 0
+
+
+def _add_cascade(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "cascade",
+        "Join a generator and a learned upsampler into one generator file of twice the size.",
+        "The file draws like any other: generate, interpolate, evaluate and serve take it with --weights.\n\n"
+        "examples:\n"
+        "  catgan cascade --base cats-64 --upsampler runs/up128 --out cats-128.safetensors --fp16\n"
+        "  catgan cascade --base mine-64.safetensors --upsampler runs/up128/checkpoints/step-00004000.pt \\\n"
+        "      --out mine-128.safetensors\n",
+        _run_cascade,
+    )
+    need = {"required": True, "default": argparse.SUPPRESS}
+    p.add_argument(
+        "--base", metavar="MODEL", help="a bundled model's name or an exported .safetensors", **need
+    )
+    p.add_argument("--upsampler", metavar="RUN", help="a train-upsampler run (or one checkpoint)", **need)
+    p.add_argument("--out", metavar="FILE", help="output file, NAME.safetensors", **need)
+    p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+
+
+def _run_cascade(args: argparse.Namespace) -> int:
+    from catgan.generate import load_generator
+    from catgan.upsample import export_cascade
+
+    path = export_cascade(args.base, args.upsampler, args.out, fp16=args.fp16)
+    gen = load_generator(weights=path)  # read it back: what was written loads and verifies
+    size = gen.model.image_size
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {size} px, sha256 {gen.sha256[:12]})")
+    return 0
+
+
 # ---- evaluate ------------------------------------------------------------------------------------
 # (owned by the metrics work: catgan.metrics)
 
