@@ -21,9 +21,6 @@ ARCHS: tuple[str, ...] = ("thesis", "dcgan")
 LOSSES: tuple[str, ...] = ("bce", "hinge", "rasgan", "ralsgan")
 LATENTS: tuple[str, ...] = ("uniform", "normal")
 IMAGE_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
-# Marks a field added after models were shipped: while at its default, to_dict leaves it out, so the
-# configs (and the sha256 that covers them) of files written before it existed stay the same.
-_ADDED_LATER = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -35,9 +32,6 @@ class ModelConfig:
     arch="dcgan": Radford et al.'s 4x4 all-convolutional DCGAN; G uses ReLU, D has no BatchNorm on its
         first layer.
     Channel widths double from `g_base` / `d_base` at the image end up to `max_channels`.
-    upsampler > 0: a cascade. The GAN above draws at image_size / 2 and a learned 2x upsampler with
-        `upsampler` channels and `upsampler_blocks` residual blocks (catgan.models.upsampler) makes the
-        image_size picture; the two parts train separately (`catgan train`, `catgan train-upsampler`).
     """
 
     arch: Arch = "dcgan"
@@ -51,8 +45,6 @@ class ModelConfig:
     d_batchnorm: bool = True
     spectral_norm: bool = False  # spectral norm on every D layer (BatchNorm is then usually off)
     init_std: float = 0.02
-    upsampler: int = field(default=0, metadata=_ADDED_LATER)  # 0 = G draws image_size itself
-    upsampler_blocks: int = field(default=4, metadata=_ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -64,15 +56,6 @@ class ModelConfig:
         for name in ("z_dim", "g_base", "d_base", "max_channels", "kernel"):
             if getattr(self, name) < 1:
                 raise CatganError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.upsampler < 0 or self.upsampler_blocks < 0:
-            raise CatganError(
-                f"upsampler and upsampler_blocks must be >= 0, got {self.upsampler}, {self.upsampler_blocks}"
-            )
-        if self.upsampler and self.image_size // 2 not in IMAGE_SIZES:
-            raise CatganError(
-                f"a cascade draws at image_size / 2, which must be one of {IMAGE_SIZES}; "
-                f"image_size is {self.image_size}"
-            )
 
 
 @dataclass(frozen=True)
@@ -132,44 +115,6 @@ class TrainConfig:
         bad = [p for p in self.diffaug.split(",") if p and p not in ("color", "translation", "cutout")]
         if bad:
             raise CatganError(f"diffaug policy must use color, translation, cutout; got {bad}")
-
-
-@dataclass(frozen=True)
-class UpsamplerConfig:
-    """A learned 2x upsampler and how it trains (`catgan train-upsampler`, catgan.upsample).
-
-    It learns on pairs of real faces, a prepared dataset's image_size / 2 picture -> its image_size one:
-    L1 to the real face plus `adv_weight` x a hinge loss from a patch discriminator, Adam for both.
-    """
-
-    image_size: int = 128  # what it makes; it reads image_size / 2
-    channels: int = 32
-    blocks: int = 4  # residual blocks at the input size
-    d_channels: int = 32  # the patch discriminator's first layer; it doubles per layer
-    d_layers: int = 4
-    adv_weight: float = 0.1  # 0 = L1 alone (a sharper bicubic)
-    batch: int = 32
-    lr: float = 2e-4  # both networks
-    beta1: float = 0.5
-    flip: bool = True  # random horizontal flips of each pair
-    steps: int = 4000
-    seed: int = 0
-    sample_every: int = 500
-    checkpoint_every: int = 500  # steps
-    keep_checkpoints: int = 3
-
-    def __post_init__(self) -> None:
-        if self.image_size // 2 not in IMAGE_SIZES or self.image_size not in IMAGE_SIZES:
-            raise CatganError(
-                f"image_size and image_size / 2 must be in {IMAGE_SIZES}, got {self.image_size}"
-            )
-        for name in ("channels", "d_channels", "d_layers", "batch", "steps"):
-            if getattr(self, name) < 1:
-                raise CatganError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size >> self.d_layers < 1:
-            raise CatganError(f"d_layers {self.d_layers} halves {self.image_size} px below one pixel")
-        if self.blocks < 0 or self.adv_weight < 0 or self.lr <= 0 or not 0 <= self.beta1 < 1:
-            raise CatganError("blocks and adv_weight must be >= 0, lr > 0 and beta1 in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -263,12 +208,8 @@ def get_preset(name: str) -> Preset:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as a JSON-ready dict, without the fields added later that are at their default."""
-    out = dataclasses.asdict(cfg)
-    for f in dataclasses.fields(cfg):
-        if f.metadata.get("omit_default") and out[f.name] == f.default:
-            del out[f.name]
-    return out
+    """A config dataclass as a JSON-ready dict."""
+    return dataclasses.asdict(cfg)
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -282,7 +223,7 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 def diff(a: Any, b: Any) -> list[str]:
     """Human-readable differences between two configs of the same type: ["lr_d: 5e-05 -> 0.0002", ...]."""
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)  # every field, defaults included
+    da, db = to_dict(a), to_dict(b)
     return [f"{k}: {da[k]!r} -> {db[k]!r}" for k in da if da[k] != db.get(k)]
 
 

@@ -38,8 +38,7 @@ from catgan.checkpoint import (
 from catgan.config import PRESETS, ModelConfig, from_dict
 from catgan.data.dataset import to_uint8 as dataset_to_uint8
 from catgan.errors import CatganError
-from catgan.models.dcgan import sample_latents, standing_stats
-from catgan.models.upsampler import build_generator
+from catgan.models.dcgan import Generator, sample_latents, standing_stats
 from catgan.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ def list_bundled() -> list[str]:
 
 
 def _build(tensors: dict[str, torch.Tensor], cfg: ModelConfig, where: str, device: torch.device) -> nn.Module:
-    G = build_generator(cfg)
+    G = Generator(cfg)
     try:
         G.load_state_dict(tensors, strict=True)  # fp16 weights are copied into fp32 parameters
     except RuntimeError as err:
@@ -645,13 +644,7 @@ def export_run(
 def describe(gen: LoadedGenerator) -> str:
     """One line for logs: name, size, step, EMA, source."""
     step = gen.info.get("step")
-    m = gen.model
-    size = (
-        f"{m.image_size // 2}px + learned upsampler -> {m.image_size}px"
-        if m.upsampler
-        else f"{m.image_size}px"
-    )
-    parts = [gen.name, f"{m.arch} {size}"]
+    parts = [gen.name, f"{gen.model.arch} {gen.model.image_size}px"]
     if step is not None:
         parts.append(f"step {step}")
     if gen.info.get("ema"):

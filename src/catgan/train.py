@@ -429,12 +429,6 @@ def _train(
             f"--batch {cfg.batch} is the global batch and must divide by the {ctx.world} processes; "
             f"try {max(ctx.world, cfg.batch // ctx.world * ctx.world)}"
         )
-    if model.upsampler:
-        raise CatganError(
-            f"a cascade ({model.image_size // 2} px generator + learned upsampler) trains in two parts: "
-            "`catgan train` for the generator, `catgan train-upsampler` for the upsampler; "
-            "`catgan cascade` joins them"
-        )
     local_batch = cfg.batch // ctx.world
     data = load_images(dataset, model.image_size)  # uint8 (N, 3, S, S)
     n = len(data)
