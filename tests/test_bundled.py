@@ -1,6 +1,5 @@
 """The generator shipped inside the package: `catgan generate --out cats.png` works after a plain install."""
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ from PIL import Image
 
 from catgan import generate as g
 from catgan.cli import main
-from catgan.config import PRESETS
+from catgan.config import PRESETS, to_dict
 from catgan.train import RESUMABLE_FIELDS
 from gen_helpers import read_png
 
@@ -43,7 +42,7 @@ def test_bundled_model_was_trained_with_the_preset_that_names_its_recipe(name: s
     trained = provenance["train_config"]  # the run's TrainConfig, as the export recorded it
     assert model == PRESETS[preset].model
     # every setting that shapes the weights (not when to stop or log); e.g. cats-64 was trained with flips
-    shaping = dataclasses.asdict(PRESETS[preset].train).items()
+    shaping = to_dict(PRESETS[preset].train).items()
     recipe = {k: v for k, v in shaping if k in trained and k not in RESUMABLE_FIELDS}
     assert {k: trained[k] for k in recipe} == recipe
 
