@@ -6,7 +6,8 @@
 #   cats-64.safetensors, cats-64-diffaug.safetensors (fp16),
 #   cats-128.safetensors.part-* (fp16, split; `cat` them back together).
 # Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 600.
-# Rehearse on the CPU:  DEVICE=cpu B64=20 B128=20 BTHESIS=10 BENCH=0 OUT=/tmp/gpu bash benchmarks/gpu/run.sh
+# Rehearse on the CPU (about 6 min):
+#   DEVICE=cpu B64=20 BDIFF=20 B128=25 BTHESIS=15 STANDING=2 BENCH=0 OUT=/tmp/gpu bash benchmarks/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out/gpu}
@@ -17,7 +18,8 @@ BDIFF=${BDIFF:-100}      # ... cats-64-diffaug (the small-data recipe, for the a
 B128=${B128:-140}        # ... cats-128
 BTHESIS=${BTHESIS:-70}   # ... thesis-128 (the faithful baseline, for the ablation)
 BENCH=${BENCH:-1}        # 1: run benchmarks/train_speed.py too
-PEAK=${PEAK:-989}        # dense bf16 TFLOP/s of the card, for MFU (H100 SXM: 989)
+STANDING=${STANDING:-100} # batches of 64 latents for the exports' BatchNorm statistics (a CPU needs few)
+PEAK=${PEAK:-989}        # dense bf16 TFLOP/s of the card, for MFU (H100 and H200 SXM: 989)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 RUNS=$(mktemp -d)
@@ -38,7 +40,7 @@ train() {  # name preset dataset seconds: SIGINT at the budget makes catgan save
   train cats-128 cats-128 "$DATA/cats-128" "$B128"
   train thesis-128 thesis-128 "$DATA/cats-128" "$BTHESIS"
   for m in cats-64 cats-64-diffaug cats-128; do
-    $PY -m catgan export --run "$RUNS/$m" --out "$RUNS/$m.safetensors" --fp16 --standing-stats
+    $PY -m catgan export --run "$RUNS/$m" --out "$RUNS/$m.safetensors" --fp16 --standing-stats "$STANDING"
   done
   if [ "$BENCH" = 1 ]; then
     echo "== benchmark"

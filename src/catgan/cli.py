@@ -306,6 +306,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from catgan.runtime import resolve_device
 
     ctx = distributed.setup(resolve_device(device), timeout_s=args.dist_timeout)
+    finished = False
     try:
         train(
             args.dataset,
@@ -324,8 +325,9 @@ def _run_train(args: argparse.Namespace) -> int:
             dist_ctx=ctx,
             init_from=args.init_from,
         )
+        finished = True
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, finished)
     return 0
 
 
