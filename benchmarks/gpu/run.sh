@@ -6,7 +6,7 @@
 #   cats-64.safetensors, cats-64-diffaug.safetensors (fp16),
 #   cats-128.safetensors.part-* (fp16, split; `cat` them back together).
 # Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 600.
-# Rehearse on the CPU (about 6 min):
+# Rehearse on the CPU (a few minutes):
 #   DEVICE=cpu B64=20 BDIFF=20 B128=25 BTHESIS=15 STANDING=2 BENCH=0 OUT=/tmp/gpu bash benchmarks/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."

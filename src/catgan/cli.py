@@ -327,7 +327,7 @@ def _run_train(args: argparse.Namespace) -> int:
         )
         finished = True
     finally:
-        distributed.teardown(ctx, finished)
+        distributed.teardown(ctx, finished=finished)
     return 0
 
 

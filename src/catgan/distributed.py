@@ -73,7 +73,7 @@ def setup(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistCon
     return ctx
 
 
-def teardown(ctx: DistContext, finished: bool = True) -> None:
+def teardown(ctx: DistContext, *, finished: bool) -> None:
     """Leave the process group. After a normal finish every rank first waits for the others (a barrier):
     rank 0 writes the last checkpoint and grid alone, and a rank that destroyed its gloo / NCCL
     connections while a peer still had them open could abort at exit. After an error there is no barrier
