@@ -1,8 +1,7 @@
 """benchmarks/gpu/run.sh and unpack.sh end to end on the CPU, with tiny budgets on tiny synthetic data.
 
 A lent GPU is 15 minutes a session: a script that breaks there (a renamed option, a file too large to
-come back) wastes it, so the CPU rehearses the same script here. 206-222 s on a 2-core CPU that a
-training run shared.
+come back) wastes it, so the CPU rehearses the same script here. About 110 s on an idle 2-core CPU.
 """
 
 from __future__ import annotations
