@@ -55,18 +55,18 @@ train() {  # name preset dataset seconds: SIGINT at the budget makes catgan save
 } 2>&1 | tee "$OUT/log.txt"
 
 # One tar, split below the 16 MiB a returned file may have: each run's config, metrics, loss plot and
-# last sample grid, and the 4 fp16 generators (~106 MiB): 7 parts, 8 files with log.txt. Were it ever
-# more, the weights least needed from a GPU stay behind, in this order.
-part_kib=16383
-(cd "$RUNS" && tar cf bundle.tar --exclude=checkpoints --exclude=samples */ &&
+# last sample grid, and the 4 fp16 generators (~106 MiB). A call returns 8 files: log.txt and 7 parts.
+# Were the tar ever larger, the weights least needed from a GPU stay behind, in this order.
+part_kib=16383 max_parts=7
+(cd "$RUNS" && shopt -s nullglob && tar cf bundle.tar --exclude=checkpoints --exclude=samples */ &&
   for d in */; do
     last=$(find "$d"samples -type f 2>/dev/null | sort | tail -n 1)
     [ -n "$last" ] && tar rf bundle.tar "$last"
   done
-  for w in ./*.safetensors; do [ -f "$w" ] && tar rf bundle.tar "$w"; done)
+  weights=(./*.safetensors); [ ${#weights[@]} -eq 0 ] || tar rf bundle.tar "${weights[@]}")
 for w in cats-64-diffaug cats-64; do
-  [ "$(stat -c %s "$RUNS/bundle.tar")" -le $((7 * part_kib * 1024)) ] && break
-  echo "bundle over 7 parts: leaving $w.safetensors out" | tee -a "$OUT/log.txt"
+  [ "$(stat -c %s "$RUNS/bundle.tar")" -le $((max_parts * part_kib * 1024)) ] && break
+  echo "bundle over $max_parts parts: leaving $w.safetensors out" | tee -a "$OUT/log.txt"
   (cd "$RUNS" && tar --delete -f bundle.tar "./$w.safetensors")
 done
 split -b "${part_kib}k" -d "$RUNS/bundle.tar" "$OUT/bundle.tar.part-"
