@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     G.load_state_dict(state["G"])
     G.eval().requires_grad_(False)
     faces = load_dataset(args.data, model.image_size)  # uint8 (N, 3, S, S)
-    real_label = cfg.label_smoothing if cfg.loss == "bce" else 1.0
     print(f"{args.checkpoint}: step {state['step']}, loss {cfg.loss}, lr_d {cfg.lr_d}, batch {cfg.batch}")
     print("policy | step | loss_d | mean logit real | mean logit fake")
     for policy in args.policy:
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             fake = G(sample_latents(model, cfg.batch, gen))  # (B, 3, S, S)
             real_logits = D(diff_augment(real, aug, gen))  # (B,)
             fake_logits = D(diff_augment(fake, aug, gen))  # (B,)
-            loss = losses.d_loss(cfg.loss, real_logits, fake_logits, real_label)
+            loss = losses.d_loss(cfg.loss, real_logits, fake_logits, cfg.real_label)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -66,11 +66,11 @@ def data(tmp_path_factory) -> Path:
 TINY = {"DEVICE": "cpu", "STANDING": "1", "BENCH": "0", "TRAIN_ARGS": "--batch 4 --threads 2"}
 
 
-def _tar_names(out: Path, tmp_path: Path) -> set[str]:
+def _join_parts(out: Path, tmp_path: Path) -> tarfile.TarFile:
+    """The tar that run.sh split into out/bundle.tar.part-*, joined again (as unpack.sh joins it)."""
     joined = tmp_path / "bundle.tar"
     joined.write_bytes(b"".join(p.read_bytes() for p in sorted(out.glob("bundle.tar.part-*"))))
-    with tarfile.open(joined) as tar:
-        return set(tar.getnames())
+    return tarfile.open(joined)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,9 @@ def test_run_sh_trains_exports_every_model_and_fits_what_a_call_brings_back(brou
     log = (brought_back / "log.txt").read_text()
     legs = [line.split() for line in log.splitlines() if line.startswith("== train ")]
     assert [(w[2], w[-1]) for w in legs] == list(TRAINED)  # "== train PRESET (SECONDSs) -> EXPORT"
-    names = _tar_names(brought_back, tmp_path)
+    with _join_parts(brought_back, tmp_path) as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path / "x", [tar.getmember(f"./{m}.safetensors") for m in MODELS], filter="data")
     for m in MODELS:
         assert f"./{m}.safetensors" in names
     for r in RUNS:
@@ -99,8 +101,6 @@ def test_run_sh_trains_exports_every_model_and_fits_what_a_call_brings_back(brou
         assert len([n for n in names if n.startswith(f"{r}/samples/") and n.endswith(".png")]) == 1
     assert not any("checkpoints" in n or "diffaug" in n for n in names)
     # the second cats-128 leg resumed the first: cats-128 was exported at a later step of the same run
-    with tarfile.open(tmp_path / "bundle.tar") as tar:
-        tar.extractall(tmp_path / "x", [tar.getmember(f"./{m}.safetensors") for m in MODELS], filter="data")
     step = {m: _provenance(tmp_path / "x" / f"{m}.safetensors")["step"] for m in MODELS}
     assert 0 < step["cats-128-ablation"] < step["cats-128"]
 
@@ -132,7 +132,8 @@ def test_run_sh_stopped_at_the_call_limit_still_brings_back_what_it_finished(dat
     finally:
         _kill_session(proc.pid)  # what a call's timeout does: no trap, no last word
         proc.wait()
-    names = _tar_names(out, tmp_path)
+    with _join_parts(out, tmp_path) as tar:
+        names = set(tar.getnames())
     assert "./cats-128-ablation.safetensors" in names and "cats-128/metrics.jsonl" in names
     assert not any(n.startswith("./thesis-128") for n in names)
 

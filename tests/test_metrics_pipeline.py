@@ -153,6 +153,18 @@ def test_evaluate_generator_keys_and_json(tmp_path, dataset, cfg):
     assert Image.open(result["pairs_png"]).size == (16 * 16, 32)
 
 
+def test_evaluate_picks_the_dataset_of_the_samples_size_from_a_prepare_folder(tmp_path, cfg):
+    faces = synth.make_prepared_dataset(tmp_path / "faces", n=24, size=16, seed=0).parent  # faces/cats-16
+    synth.make_prepared_dataset(tmp_path / "b", n=8, size=32, seed=1).rename(faces / "cats-32")
+    noise = _noise(64)  # (64, 3, 16, 16)
+    result = evaluate(
+        lambda s: noise[list(s)], faces, TinyExtractor(), cfg, tmp_path / "cache", image_size=16
+    )
+    assert result["n_real"] == 24 and result["image_size"] == 16
+    with pytest.raises(CatganError, match="several datasets"):
+        evaluate(lambda s: noise[list(s)], faces, TinyExtractor(), cfg, tmp_path / "cache")
+
+
 def test_memorisation_flags_a_generator_that_returns_training_images(tmp_path, dataset, cfg):
     train = _images(dataset)
     copier = evaluate(

@@ -19,11 +19,10 @@ parts=("$src"/bundle.tar.part-*)
 mkdir -p "$dest"
 cat "${parts[@]}" | tar xf - -C "$dest"
 [ -f "$src/log.txt" ] && cp "$src/log.txt" "$dest/"
-for w in "$dest"/*.safetensors; do
+for w in "$dest"/*.safetensors; do  # evaluate picks DATA's cats-S by the generator's own image size
   name=$(basename "$w" .safetensors)
-  case $name in *-64*) size=64 ;; *) size=128 ;; esac
-  echo "== $name: $n samples against $data/cats-$size"
+  echo "== $name: $n samples against $data"
   $PY -m catgan generate --weights "$w" --seeds 0-63 --device cpu --out "$dest/$name-samples.jpg"
-  $PY -m catgan evaluate --weights "$w" --data "$data/cats-$size" --n "$n" --device cpu "${cache[@]}" \
+  $PY -m catgan evaluate --weights "$w" --data "$data" --n "$n" --device cpu "${cache[@]}" \
     --pairs "$dest/$name-pairs.png" --out "$dest/$name-eval.json"
 done

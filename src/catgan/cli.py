@@ -697,7 +697,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             run=args.run, weights=args.weights, model=args.model, ema=args.ema, device=device
         )
         sample_fn = lambda seeds: generate_images(gen, seeds, batch=args.batch)  # noqa: E731
-        result = evaluate(sample_fn, args.data, extractor, cfg, args.cache_dir, log=_note)
+        result = evaluate(
+            sample_fn, args.data, extractor, cfg, args.cache_dir, log=_note, image_size=gen.model.image_size
+        )
         result["generator"] = gen.name
     print(format_table(result))
     if args.out:

@@ -87,6 +87,11 @@ class TrainConfig:
     eval_n: int = 2000
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics across ranks
 
+    @property
+    def real_label(self) -> float:
+        """D's target for real images: label_smoothing with BCE; the other losses have no targets."""
+        return self.label_smoothing if self.loss == "bce" else 1.0
+
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise CatganError(f"loss must be one of {LOSSES}, got {self.loss!r}")

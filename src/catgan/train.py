@@ -533,7 +533,6 @@ def _train(
     if compile:
         G_step, D_step, D_for_g = torch.compile(G_step), torch.compile(D_step), torch.compile(D)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
-    real_label = cfg.label_smoothing if cfg.loss == "bce" else 1.0
     lo, hi = ctx.rank * local_batch, (ctx.rank + 1) * local_batch  # this rank's slice of a global batch
     fixed_z = latents_from_seeds(model, range(N_SAMPLES)).to(dev)  # (64, z_dim)
 
@@ -565,7 +564,7 @@ def _train(
         with autocast:
             real_logits = D_step(augment(real)).float()  # (b,)
             fake_logits = D_step(augment(fake.detach())).float()  # (b,)
-        loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits, real_label)
+        loss_d = losses.d_loss(cfg.loss, real_logits, fake_logits, cfg.real_label)
         total_d = loss_d
         if lazy_r1:  # scaled by the interval so lazy R1 has the strength of R1 every step
             total_d = total_d + losses.r1_penalty(real, real_logits) * (cfg.r1_gamma / 2 * cfg.r1_every)

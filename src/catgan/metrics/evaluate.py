@@ -150,8 +150,11 @@ def evaluate(
     cache_dir: str | Path | None = None,
     detector: CatFaceDetector | None = None,
     log: Callable[[str], None] | None = None,
+    image_size: int | None = None,
 ) -> dict:
     """Generated samples against the real dataset `data` (all its images, statistics cached).
+
+    `data` may be a folder of prepared datasets (`catgan prepare --out`): image_size picks its `cats-S`.
 
     Returns fid, kid_mean, kid_std, precision, recall, density, coverage, catface_rate,
     catface_rate_real, nn_distance {inception, pixel}, copy_rate, n, n_real, extractor, resize,
@@ -161,7 +164,7 @@ def evaluate(
 
     cfg = cfg or EvalConfig()
     start = time.perf_counter()
-    folder = resolve(data)
+    folder = resolve(data, image_size)
     real_images = load_dataset(folder)  # (M, 3, S, S)
     size = int(real_images.shape[-1])
     if isinstance(samples, torch.Tensor):
