@@ -7,10 +7,10 @@
 # loss plot and last sample grid, and the exported generators (fp16). The tar is rebuilt after each
 # export, so a call stopped at its limit still brings back every model finished before it.
 # The 64 px models and their ablations train on the CPU (docs/benchmarks.md); B64=50 BDIFF=50 adds them.
-# Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 420 (about
-# 300 s of training and 60-100 s of starts, exports and benchmarks, so that after a machine's start, a
-# minute or two, a second call still fits in the session's 15 minutes; a second call after a late
-# failure should halve the budgets). After it: `bash benchmarks/gpu/unpack.sh FILES_AT` scores them here.
+# Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 500. The run
+# ends about END=450 s after it starts (BMORE=auto takes what is left), so that a machine's start (a minute
+# or two), the call and a second, shorter call after an early failure fit in a session's 15 minutes.
+# After it: `bash benchmarks/gpu/unpack.sh FILES_AT` scores every generator here, on the CPU.
 # Rehearse on the CPU (a few minutes):
 #   DEVICE=cpu B128=25 BTHESIS=25 BMORE=10 STANDING=2 BENCH=0 OUT=/tmp/gpu bash benchmarks/gpu/run.sh
 set -uo pipefail
@@ -20,7 +20,9 @@ DATA=${DATA:-.gpu-carry/data}
 DEVICE=${DEVICE:-cuda}
 B128=${B128:-90}         # training seconds for cats-128 (exported as cats-128-ablation)
 BTHESIS=${BTHESIS:-90}   # ... thesis-128 (the faithful baseline, against cats-128 on the same budget)
-BMORE=${BMORE:-120}      # ... for the same cats-128 run after that (exported as cats-128)
+BMORE=${BMORE:-auto}     # ... for the same cats-128 run after that (exported as cats-128); auto: what
+END=${END:-450}          # is left of END seconds since the start, less RESERVE for its export and the
+RESERVE=${RESERVE:-75}   # benchmarks (a fresh GPU machine's start-up costs are not known in advance)
 B64=${B64:-0}            # ... cats-64 (0: not here; the CPU trains it to FID-10k 7.96)
 BDIFF=${BDIFF:-0}        # ... cats-64-diffaug (0: not here; its ablation ran on the CPU)
 BENCH=${BENCH:-1}        # 1: benchmarks/train_speed.py at 128 px; 2: + cats-64 and benchmarks/ddp_overhead.py
@@ -58,7 +60,7 @@ model() {  # preset dataset seconds export-name: train RUNS/preset for seconds m
   [ "$3" -gt 0 ] || return 0  # makes catgan save and stop cleanly, SIGKILL 60 s later if it has not; a
   echo "== train $1 (${3}s) -> $4"  # run already there goes on), export, pack
   timeout -s INT -k 60 "$3" $PY -m catgan train "$2" --preset "$1" --run "$RUNS/$1" --device "$DEVICE" "${amp[@]}" \
-    --epochs 100000 --sample-every 500 --checkpoint-every 10 --keep 1 --no-progress "${extra[@]}"
+    --epochs 100000 --sample-every 2000 --checkpoint-every 50 --keep 1 --no-progress "${extra[@]}"
   tail -n 1 "$RUNS/$1/metrics.jsonl"
   $PY -m catgan export --run "$RUNS/$1" --out "$RUNS/$4.safetensors" --fp16 --standing-stats "$STANDING"
   pack
@@ -68,6 +70,7 @@ model() {  # preset dataset seconds export-name: train RUNS/preset for seconds m
   date -u; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
   model cats-128 "$DATA/cats-128" "$B128" cats-128-ablation
   model thesis-128 "$DATA/cats-128" "$BTHESIS" thesis-128
+  [ "$BMORE" = auto ] && BMORE=$((END - SECONDS - RESERVE))
   model cats-128 "$DATA/cats-128" "$BMORE" cats-128
   model cats-64 "$DATA/cats-64" "$B64" cats-64
   model cats-64-diffaug "$DATA/cats-64" "$BDIFF" cats-64-diffaug

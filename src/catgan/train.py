@@ -520,6 +520,8 @@ def _train(
 
     # ---- how the steps run: memory format, compile, DDP wrappers (state dicts always come from G, D)
     cl = dev.type == "cuda" if channels_last is None else channels_last
+    if dev.type == "cuda":  # fixed shapes: cuDNN times its algorithms once and reuses them
+        torch.backends.cudnn.benchmark = True
     fmt = torch.channels_last if cl else torch.contiguous_format
     for m in (G, D, G_ema):
         if m is not None:
