@@ -64,7 +64,7 @@ def test_export_without_ema_and_in_fp16(run, exported, tmp_path):
 
 def test_export_with_standing_stats_keeps_the_weights_and_re_estimates_batchnorm(run, exported, tmp_path):
     a = g.export_run(run, tmp_path / "a.safetensors", standing=4)
-    b = g.export_run(run, tmp_path / "b.safetensors", standing=4)
+    b = g.export_run(run, tmp_path / "b.safetensors", standing=4, device="auto")  # auto: the CPU here
     plain, _, plain_prov = load_generator_file(exported)
     tensors, _, prov = load_generator_file(a)
     again, _, _ = load_generator_file(b)
@@ -81,7 +81,7 @@ def test_export_with_standing_stats_keeps_the_weights_and_re_estimates_batchnorm
         g.export_run(run, tmp_path / "c.safetensors", standing=-1)
 
 
-def test_export_errors(run, tmp_path):
+def test_export_errors(run, tmp_path, capsys):
     with pytest.raises(CatganError, match="must end in .safetensors"):
         g.export_run(run, tmp_path / "cats.pt")
     with pytest.raises(CatganError, match="run folder not found"):
@@ -89,6 +89,14 @@ def test_export_errors(run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CatganError, match="no checkpoints yet"):
         g.export_run(tmp_path / "empty", tmp_path / "x.safetensors")
+    with pytest.raises(CatganError, match="--device must be"):
+        g.export_run(run, tmp_path / "x.safetensors", standing=2, device="gpu")
+    if not torch.cuda.is_available():
+        assert (
+            main(["export", "--run", str(run), "--out", str(tmp_path / "x.safetensors"), "--device", "cuda"])
+            == 2
+        )
+        assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
 
 

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Build the compact dataset that benchmarks/gpu/run.sh trains on, in .gpu-carry/ (git-ignored), and
 # check that it fits the device call's 64 MiB working-tree limit. Run here, on the CPU, before the call:
-#   bash benchmarks/gpu/pack.sh [FACES_DIR]
+#   bash benchmarks/gpu/pack.sh [FACES_DIR]         (SIZES=64,128 for run.sh's B64 / BDIFF stages)
 # then call the device tool with carry [".gpu-carry"] and the command `bash benchmarks/gpu/run.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 faces=${1:-../shared/data/cat-faces/cats_bigger_than_64x64}
 quality=${QUALITY:-85}
+sizes=${SIZES:-128}
 rm -rf .gpu-carry
 # JPEG (4:4:4) q85: ~2.2 KB per 64 px face, ~5.9 KB per 128 px face; q90 no longer fits beside the
 # bundled weights (PNG would be 4x larger)
-python -m catgan prepare "$faces" --out .gpu-carry/data --sizes 64,128 --format jpg --quality "$quality" --no-progress
+python -m catgan prepare "$faces" --out .gpu-carry/data --sizes "$sizes" --format jpg --quality "$quality" --no-progress
 rm -f .gpu-carry/data/contact-*.png
 mib() { awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
-size=$(find .gpu-carry -type f -printf '%s\n' | mib)
+# counted as the device tool counts: 44.6 MiB of files (their disk use 66 MiB) + 16.7 MiB tracked were
+# refused once, so the check is on disk use (4 KiB blocks) with a margin
+size=$(du -sk .gpu-carry | awk '{printf "%.1f", $1 / 1024}')
 tree=$(git ls-files -z | xargs -0 stat -c '%s' 2>/dev/null | mib)
-echo "carry: ${size} MiB + tracked tree ${tree} MiB (limit 64 MiB together)"
-awk -v a="$size" -v b="$tree" 'BEGIN {exit !(a + b <= 62)}' || { echo "too large for one device call"; exit 1; }
+echo "carry: ${size} MiB on disk + tracked tree ${tree} MiB (limit 64 MiB together)"
+awk -v a="$size" -v b="$tree" 'BEGIN {exit !(a + b <= 60)}' || { echo "too large for one device call"; exit 1; }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent GPU (see docs/benchmarks.md). The 128 px ablation first: cats-128
-# and the faithful thesis-128 train for the same wall-clock budget and both generators are exported;
-# then the cats-128 run goes on for BMORE seconds more and is exported again (the model to bundle).
-# Then it benchmarks the training loop. It leaves under $OUT at most 8 files, each < 16 MiB, as the
-# device call allows: log.txt, and bundle.tar.part-00.. : one tar of every run's config, metrics.jsonl,
-# loss plot and last sample grid, and the exported generators (fp16). The tar is rebuilt after each
-# export, so a call stopped at its limit still brings back every model finished before it.
+# (B128 s, exported as cats-128-ablation) and the faithful thesis-128 (BTHESIS s) train for the same
+# wall-clock budget; then the cats-128 run goes on for BMORE s more (exported as cats-128, the model to
+# bundle). The first GPU session (2026-11-30) brought back cats-128-ablation at B128=90; thesis-128 did
+# not fit what a call brings back beside it, so B128 is now 0 by default: thesis-128, then cats-128.
+# Then it benchmarks the training loop. It leaves under $OUT what a device call brings back (at most 8
+# files under 16 MiB each, 64 MiB together): log.txt, and bundle.tar.part-00.. : one tar of every run's
+# config and metrics, the exported generators (fp16) in the order of need while they fit, loss plots and
+# last sample grids. The tar is rebuilt after each export, so a call stopped at its limit still brings
+# back every model finished before it.
 # The 64 px models and their ablations train on the CPU (docs/benchmarks.md); B64=50 BDIFF=50 adds them.
 # Before the call: `bash benchmarks/gpu/pack.sh`; call with carry [".gpu-carry"], timeout_s 500. The run
 # ends about END=450 s after it starts (BMORE=auto takes what is left), so that a machine's start (a minute
@@ -18,11 +21,11 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-out/gpu}
 DATA=${DATA:-.gpu-carry/data}
 DEVICE=${DEVICE:-cuda}
-B128=${B128:-90}         # training seconds for cats-128 (exported as cats-128-ablation)
+B128=${B128:-0}          # training seconds for cats-128 (exported as cats-128-ablation; 90 measured)
 BTHESIS=${BTHESIS:-90}   # ... thesis-128 (the faithful baseline, against cats-128 on the same budget)
 BMORE=${BMORE:-auto}     # ... for the same cats-128 run after that (exported as cats-128); auto: what
 END=${END:-450}          # is left of END seconds since the start, less RESERVE for its export and the
-RESERVE=${RESERVE:-75}   # benchmarks (a fresh GPU machine's start-up costs are not known in advance)
+RESERVE=${RESERVE:-90}   # benchmarks (a fresh GPU machine's start-up costs are not known in advance)
 B64=${B64:-0}            # ... cats-64 (0: not here; the CPU trains it to FID-10k 7.96)
 BDIFF=${BDIFF:-0}        # ... cats-64-diffaug (0: not here; its ablation ran on the CPU)
 BENCH=${BENCH:-1}        # 1: benchmarks/train_speed.py at 128 px; 2: + cats-64 and benchmarks/ddp_overhead.py
@@ -36,24 +39,37 @@ trap 'rm -rf "$RUNS"' EXIT  # checkpoints with D and Adam states: over 1 GiB
 mkdir -p "$OUT"
 amp=(); [ "$DEVICE" = cuda ] && amp=(--amp)
 
-# One tar, split below the 16 MiB a returned file may have: each finished run's config, metrics, loss
-# plot and last sample grid, and its fp16 generator. A call returns 8 files: log.txt and 7 parts. Were
-# the tar ever larger, the weights least needed from a GPU stay behind, in this order.
-part_kib=16383 max_parts=7
+# What a call brings back: at most 8 files, each under 16 MiB, 64 MiB together. So one tar, split in
+# parts: every run's config and metrics first, then the generators in the order they are needed while
+# they fit (thesis-128's alone is 46 MiB), then the loss plots and last sample grids (those can be
+# redrawn here from the weights and metrics). Whatever is left out is named in the log.
+part_kib=16383
+CAP_KIB=${CAP_KIB:-65024}  # 64 MiB less 512 KiB for log.txt
+need=(cats-128 thesis-128 cats-128-ablation cats-64 cats-64-diffaug)
 pack() {
-  (cd "$RUNS" && shopt -s nullglob && rm -f bundle.tar && tar cf bundle.tar --exclude=checkpoints --exclude=samples */ &&
-    for d in */; do
-      last=$(find "$d"samples -type f 2>/dev/null | sort | tail -n 1)
-      [ -n "$last" ] && tar rf bundle.tar "$last"
+  local tar=$RUNS/bundle.tar f
+  rm -f "$tar" && tar cf "$tar" -T /dev/null
+  add() {  # add RUNS-relative files to the tar while it stays under the cap (20 KiB for headers, padding)
+    for f in "$@"; do
+      [ -f "$RUNS/$f" ] || continue
+      if [ $(($(stat -c %s "$tar") + $(stat -c %s "$RUNS/$f") + 20480)) -le $((CAP_KIB * 1024)) ]; then
+        (cd "$RUNS" && tar rf bundle.tar "$f")
+      else
+        echo "bundle: leaving $f out (a call brings back 64 MiB)"
+      fi
     done
-    weights=(./*.safetensors); [ ${#weights[@]} -eq 0 ] || tar rf bundle.tar "${weights[@]}")
-  for w in cats-64-diffaug cats-64; do
-    [ "$(stat -c %s "$RUNS/bundle.tar")" -le $((max_parts * part_kib * 1024)) ] && break
-    echo "bundle over $max_parts parts: leaving $w.safetensors out"
-    (cd "$RUNS" && tar --delete -f bundle.tar "./$w.safetensors")
+  }
+  local small=() plots=() grids=() d
+  for d in $(cd "$RUNS" && find . -mindepth 1 -maxdepth 1 -type d -printf '%P\n' | sort); do
+    small+=("$d/config.json" "$d/metrics.jsonl")
+    plots+=("$d/loss.png")
+    grids+=("$(cd "$RUNS" && find "$d/samples" -type f 2>/dev/null | sort | tail -n 1)")
   done
+  add "${small[@]}"
+  for f in "${need[@]}"; do add "./$f.safetensors"; done
+  add "${plots[@]}" "${grids[@]}"
   rm -f "$OUT"/bundle.tar.part-*
-  split -b "${part_kib}k" -d "$RUNS/bundle.tar" "$OUT/bundle.tar.part-"
+  split -b "${part_kib}k" -d "$tar" "$OUT/bundle.tar.part-"
 }
 
 model() {  # preset dataset seconds export-name: train RUNS/preset for seconds more (SIGINT at the budget
@@ -62,7 +78,8 @@ model() {  # preset dataset seconds export-name: train RUNS/preset for seconds m
   timeout -s INT -k 60 "$3" $PY -m catgan train "$2" --preset "$1" --run "$RUNS/$1" --device "$DEVICE" "${amp[@]}" \
     --epochs 100000 --sample-every 2000 --checkpoint-every 50 --keep 1 --no-progress "${extra[@]}"
   tail -n 1 "$RUNS/$1/metrics.jsonl"
-  $PY -m catgan export --run "$RUNS/$1" --out "$RUNS/$4.safetensors" --fp16 --standing-stats "$STANDING"
+  $PY -m catgan export --run "$RUNS/$1" --out "$RUNS/$4.safetensors" --fp16 --standing-stats "$STANDING" \
+    --device "$DEVICE"
   pack
 }
 
@@ -74,7 +91,7 @@ model() {  # preset dataset seconds export-name: train RUNS/preset for seconds m
   model cats-128 "$DATA/cats-128" "$BMORE" cats-128
   model cats-64 "$DATA/cats-64" "$B64" cats-64
   model cats-64-diffaug "$DATA/cats-64" "$BDIFF" cats-64-diffaug
-  speed=(--device "$DEVICE" --peak-tflops "$PEAK" --steps 30 --warmup 10)
+  speed=(--device "$DEVICE" --peak-tflops "$PEAK" --steps 30 --warmup 10 --no-compile)  # compile: slower
   if [ "$BENCH" -ge 1 ]; then
     echo "== benchmark"
     $PY benchmarks/train_speed.py --preset cats-128 --data "$DATA/cats-128" "${speed[@]}"

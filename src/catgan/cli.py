@@ -598,6 +598,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="with --average-from: the run folder this run was started from (--init-from), whose step "
         "checkpoints from STEP up to the fork point join the average (repeat for its own parent)",
     )
+    p.add_argument(
+        "--device", default="cpu", help="where --standing-stats runs: cpu (default), cuda[:N] or auto"
+    )
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -611,6 +614,7 @@ def _run_export(args: argparse.Namespace) -> int:
         standing=args.standing_stats,
         average_from=args.average_from,
         average_with=args.average_with,
+        device=args.device,
     )
     gen = load_generator(weights=path)  # read it back: what was written loads and verifies
     kib = path.stat().st_size / 1024

@@ -183,7 +183,8 @@ def _presets() -> dict[str, Preset]:
         "cats-128": Preset(
             "cats-128",
             "cats-128-lite at full width (ngf = ndf = 64; 11.6 GFLOP per image and step, a fifth of "
-            "thesis-128's): the GPU recipe, not yet trained; the bundled cats-128 model is cats-128-lite's.",
+            "thesis-128's): the GPU recipe (FID-10k 17.09 after 148 s on an H200); the bundled cats-128 "
+            "model is cats-128-lite's.",
             dataclasses.replace(dcgan, image_size=128),
             cats,
         ),
