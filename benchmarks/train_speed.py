@@ -200,6 +200,8 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if cuda:  # as catgan train does on CUDA, for every variant alike (it is process-wide)
+        torch.backends.cudnn.benchmark = True
     preset = get_preset(args.preset or ("thesis-128" if cuda else "dcgan-64"))
     steps = args.steps or (100 if cuda else 8)
     warmup = args.warmup or (20 if cuda else 2)

@@ -15,6 +15,7 @@ from catgan.runtime import cpu_count, resolve_device
 def test_cpu_and_auto():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")  # a device is taken as it is
     assert cpu_count() >= 1
     with pytest.raises(CatganError, match="must be auto, cpu or cuda"):
         resolve_device("tpu")

@@ -275,7 +275,7 @@ def load_generator(
     given = [n for n, v in (("run", run), ("weights", weights), ("model", model)) if v is not None]
     if len(given) > 1:
         raise CatganError(f"give only one of --run, --weights, --model (got {', '.join(given)})")
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dev = resolve_device(device)
     if run is not None:
         return _load_run(run, ema, dev)
     if weights is not None:
@@ -320,7 +320,7 @@ def generate_images(
     if not 0.0 <= truncation <= 1.0:
         raise CatganError(f"truncation must be in [0, 1] (1 = none), got {truncation}")
     _check_eval(gen.G)
-    dev = gen.device if device is None else resolve_device(device) if isinstance(device, str) else device
+    dev = gen.device if device is None else resolve_device(device)
     if dev != gen.device:
         gen.G.to(dev)
     if len(seeds) == 0:
@@ -619,10 +619,9 @@ def export_run(
     averaged_steps: list[int] = []
     if average_from is not None:
         sd, averaged_steps = average_checkpoints(ckpt, state, used_ema, average_from, average_with)
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    G = _build(sd, cfg, str(ckpt), dev)  # refuse to export weights that would not load
+    G = _build(sd, cfg, str(ckpt), resolve_device(device))  # refuse to export weights that would not load
     if standing_stats(G, cfg, batches=standing):  # 0 when standing is 0 or G has no BatchNorm
-        sd = {k: v.cpu() for k, v in G.state_dict().items()}
+        sd = G.state_dict()  # export_generator moves it to the CPU
     else:
         standing = 0
     provenance: dict[str, Any] = {

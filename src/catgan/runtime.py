@@ -13,10 +13,13 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """ "auto" -> cuda when available, else cpu. "cuda" without a GPU is an error, not a silent fallback."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """ "auto" -> cuda when available, else cpu. "cuda" without a GPU is an error, not a silent fallback.
+    A torch.device is taken as it is."""
     import torch
 
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
