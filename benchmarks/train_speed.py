@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                          # dcgan-64 on the CPU
     python benchmarks/train_speed.py --amp --repeats 3        # ... and bf16 autocast beside fp32
     python benchmarks/train_speed.py --device cuda --peak-tflops 989   # thesis-128 on a GPU, as MFU
+    python benchmarks/train_speed.py --device cuda --preset cats-128 --batches 128,256  # larger batches
 
 Three ways to run the same networks, each for --steps steps after --warmup:
 - plain:   pytorch/examples/dcgan's loop: a torch DataLoader over the image files (PIL decode, to tensor,
@@ -11,6 +12,8 @@ Three ways to run the same networks, each for --steps steps after --warmup:
            stays in memory: the rate of the model math alone, the ceiling for any loop.
 - catgan:  catgan.train.train() itself on the prepared dataset (uint8 tensor on the device, permutation
            batches, metrics, everything but checkpoints), timed from its own metrics.jsonl.
+           --batches times it again at other batch sizes: a network too small to fill a GPU runs about
+           as many steps per second at a larger batch, so more images (a change of recipe, not of speed).
 GFLOP/s uses the analytic count of catgan.models.dcgan.model_info (3 G + 9 D forwards per image).
 Data: --data, else data/faces/cats-64 when present, else synthetic PNG files written to a temp folder.
 """
@@ -191,6 +194,11 @@ def main(argv=None) -> int:
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for MFU")
     p.add_argument("--amp", action="store_true", help="CPU: also time bf16 autocast (catgan train --amp)")
     p.add_argument(
+        "--batches",
+        default="",
+        help="comma-separated batch sizes to time catgan's loop at besides the preset's (bf16 on CUDA)",
+    )
+    p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -208,13 +216,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or cpu_count())
     workers = args.workers if args.workers is not None else min(4, cpu_count())
     size = preset.model.image_size
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        batches = [0]
+    if any(b < 1 for b in batches):
+        p.error(f"--batches takes positive batch sizes, got {args.batches!r}")
+    batches = [b for b in dict.fromkeys(batches) if b != preset.train.batch]
     gflop = model_info(preset.model)["step_gflop"]
 
     tmp = tempfile.TemporaryDirectory()
     data = Path(args.data) if args.data else REPO / "data" / "faces" / f"cats-{size}"
     if not (data / "dataset.json").is_file():
         data = synthetic_dataset(
-            Path(tmp.name) / f"cats-{size}", n=(warmup + steps + 1) * preset.train.batch, size=size
+            Path(tmp.name) / f"cats-{size}",
+            n=(warmup + steps + 1) * max([preset.train.batch, *batches]),
+            size=size,
         )
     folder = resolve(data)
     files = image_files(folder)
@@ -262,6 +279,17 @@ def main(argv=None) -> int:
                 ),
             ]
 
+    # the batch variants run as catgan train would here: the preset's own batch is a variant above
+    base = "catgan train loop" + (" bf16 + channels_last" if cuda else " bf16" if args.amp else "")
+    for b in batches:
+        p_b = dataclasses.replace(preset, train=dataclasses.replace(preset.train, batch=b))
+        variants.append(
+            (
+                f"{base} batch {b}",
+                lambda p_b=p_b: catgan_loop(images, p_b, device, steps, warmup, cuda or args.amp),
+            )
+        )
+
     results: dict[str, list[float]] = {name: [] for name, _ in variants}
     failed: dict[str, str] = {}  # one variant failing (torch.compile on some versions) keeps the others
     for _ in range(args.repeats):  # interleaved rounds, so a busy machine slows every variant alike
@@ -294,6 +322,13 @@ def main(argv=None) -> int:
         if args.amp:
             speedup = rates["catgan train loop bf16"] / rates["catgan train loop"]
             print(f"catgan loop bf16 / fp32 = {speedup:.2f}x")
+    for b in batches:
+        if f"{base} batch {b}" in rates and base in rates:
+            img = rates[f"{base} batch {b}"] / rates[base]
+            step = img * preset.train.batch / b
+            print(
+                f"catgan loop batch {b} / batch {preset.train.batch}: {img:.2f}x img/s, {step:.2f}x steps/s"
+            )
     tmp.cleanup()
     return 0
 

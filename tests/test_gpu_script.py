@@ -65,7 +65,13 @@ def data(tmp_path_factory) -> Path:
     return root / "data"
 
 
-TINY = {"DEVICE": "cpu", "STANDING": "1", "BENCH": "0", "TRAIN_ARGS": "--batch 4 --threads 2"}
+TINY = {
+    "DEVICE": "cpu",
+    "STANDING": "1",
+    "BENCH": "0",
+    "BATCH128": "4",
+    "TRAIN_ARGS": "--batch 4 --threads 2",
+}
 
 
 def _join_parts(out: Path, tmp_path: Path) -> tarfile.TarFile:
@@ -78,8 +84,8 @@ def _join_parts(out: Path, tmp_path: Path) -> tarfile.TarFile:
 @pytest.fixture(scope="module")
 def brought_back(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    budgets = {"B128": "14", "BTHESIS": "14", "BMORE": "8", "B64": "12", "BDIFF": "0"}
-    env = {**TINY, **budgets, "DATA": str(data), "OUT": str(out)}
+    budgets = {"B128": "14", "BTHESIS": "14", "BMORE": "18", "TAIL": "9", "B64": "12", "BDIFF": "0"}
+    env = {**TINY, **budgets, "BATCH128": "6", "TAIL_EVERY": "1", "DATA": str(data), "OUT": str(out)}
     done = _bash("run.sh", env=env, cwd=tmp_path_factory.mktemp("cwd"))
     assert done.returncode == 0, done.stderr[-2000:]
     return out
@@ -97,6 +103,7 @@ def test_run_sh_trains_exports_every_model_and_fits_what_a_call_brings_back(brou
     with _join_parts(brought_back, tmp_path) as tar:
         names = set(tar.getnames())
         tar.extractall(tmp_path / "x", [tar.getmember(f"./{m}.safetensors") for m in BROUGHT], filter="data")
+        batches = {r: json.loads(tar.extractfile(f"{r}/config.json").read())["train"]["batch"] for r in RUNS}
     assert {n[2:] for n in names if n.endswith(".safetensors")} == {f"{m}.safetensors" for m in BROUGHT}
     for m in LEFT_OUT:
         assert f"bundle: leaving ./{m}.safetensors out (a call brings back 64 MiB)" in log
@@ -104,11 +111,17 @@ def test_run_sh_trains_exports_every_model_and_fits_what_a_call_brings_back(brou
         assert f"{r}/metrics.jsonl" in names and f"{r}/config.json" in names
         assert len([n for n in names if n.startswith(f"{r}/samples/")]) <= 1  # grids come last, if room
     assert not any("checkpoints" in n or "diffaug" in n for n in names)
-    # the second cats-128 leg resumed the first: cats-128 was exported at a later step of the same run
+    assert batches == {"cats-128": 6, "thesis-128": 4, "cats-64": 4}  # BATCH128 is cats-128's alone
+    # the cats-128 run went on twice: for BMORE - TAIL s, then TAIL s with a checkpoint every epoch; its
+    # export averaged the checkpoints from the one the first of those legs saved at its end
     resumed = [line for line in log.splitlines() if line.startswith("resuming ")]
-    assert len(resumed) == 1 and "/cats-128/checkpoints/step-" in resumed[0]
-    step = _provenance(tmp_path / "x" / "cats-128.safetensors")["step"]
-    assert step > int(resumed[0].split(" at step ")[1].split()[0]) > 0
+    assert len(resumed) == 2 and all("/cats-128/checkpoints/step-" in line for line in resumed)
+    first, tail = (int(line.split(" at step ")[1].split()[0]) for line in resumed)
+    assert 0 < first < tail
+    provenance = _provenance(tmp_path / "x" / "cats-128.safetensors")
+    averaged = provenance["averaged_steps"]
+    assert averaged[0] == tail and averaged[-1] == provenance["step"] > tail and len(averaged) >= 2
+    assert averaged == sorted(averaged)
 
 
 def test_run_sh_stopped_at_the_call_limit_still_brings_back_what_it_finished(data, tmp_path):

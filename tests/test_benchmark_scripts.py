@@ -1,0 +1,61 @@
+"""benchmarks/train_speed.py --batches: the options benchmarks/gpu/run.sh passes on a lent GPU, on the CPU.
+
+A GPU call that stops on a renamed option or a missing table row costs a session's scarcest minutes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_speed_times_catgans_loop_at_other_batch_sizes(tmp_path):
+    args = ["--preset", "tiny-16", "--batches", "16,8,32", "--steps", "2", "--warmup", "1", "--threads", "1"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "train_speed.py"),
+            *args,
+            "--data",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = dict(re.findall(r"^\| (catgan train loop[^|]*?) +\| +([\d.]+) \|", done.stdout, re.M))
+    # tiny-16's own batch (8) is the base row, once; each other batch is a row of its own
+    assert set(rows) == {"catgan train loop", "catgan train loop batch 16", "catgan train loop batch 32"}
+    assert all(float(v) > 0 for v in rows.values())
+    ratios = re.findall(
+        r"^catgan loop batch (\d+) / batch 8: ([\d.]+)x img/s, ([\d.]+)x steps/s$", done.stdout, re.M
+    )
+    assert [b for b, _, _ in ratios] == ["16", "32"]
+    for b, img, steps in ratios:  # the two ratios are one measurement: steps/s = img/s x 8 / b
+        assert float(steps) == pytest.approx(float(img) * 8 / int(b), abs=0.011)
+
+
+def test_train_speed_refuses_a_batch_below_one():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "train_speed.py"),
+            "--preset",
+            "tiny-16",
+            "--batches",
+            "64,x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--batches takes positive batch sizes, got '64,x'" in done.stderr
