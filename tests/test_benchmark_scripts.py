@@ -24,7 +24,7 @@ def test_train_speed_times_catgans_loop_at_other_batch_sizes(tmp_path):
             str(REPO / "benchmarks" / "train_speed.py"),
             *args,
             "--data",
-            str(tmp_path / "none"),
+            str(tmp_path / "none"),  # no prepared dataset there: synthetic images, as on a fresh clone
         ],
         capture_output=True,
         text=True,
@@ -43,7 +43,7 @@ def test_train_speed_times_catgans_loop_at_other_batch_sizes(tmp_path):
         assert float(steps) == pytest.approx(float(img) * 8 / int(b), abs=0.011)
 
 
-def test_train_speed_refuses_a_batch_below_one():
+def test_train_speed_refuses_batches_that_are_not_positive_numbers():
     done = subprocess.run(
         [
             sys.executable,
