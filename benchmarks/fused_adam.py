@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = get_preset(args.preset).model.image_size
-    batch = get_preset(args.preset).train.batch
+    preset = get_preset(args.preset)
+    size, batch = preset.model.image_size, preset.train.batch
     if args.data:
         data = load_dataset(args.data, image_size=size)[: batch * (args.steps + 1)]  # (N, 3, S, S) uint8
     else:

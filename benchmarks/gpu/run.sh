@@ -105,7 +105,7 @@ averaged() {  # preset dataset seconds export-name [train options]: as model, bu
   leg "$1" "$2" $(($3 - TAIL)) "${@:5}"
   local last from
   last=$(find "$RUNS/$1/checkpoints" -name 'step-*.pt' -printf '%f\n' 2>/dev/null | sort | tail -n 1)
-  [ -n "$last" ] && from=$((10#$(echo "$last" | tr -dc 0-9)))
+  [ -n "$last" ] && from=$((10#${last//[!0-9]/}))  # step-00012345.pt -> 12345
   leg "$1" "$2" "$TAIL" "${@:5}" --checkpoint-every "$TAIL_EVERY" --keep 1000
   export_pack "$1" "$4" ${from:+--average-from "$from"}
 }
