@@ -242,6 +242,7 @@ def main(argv=None) -> int:
 
     variants: list[tuple[str, callable]] = []
     if not cuda:
+        base = "catgan train loop bf16" if args.amp else "catgan train loop"  # what catgan train runs here
         variants += [
             (
                 "plain PyTorch loop + DataLoader",
@@ -268,6 +269,8 @@ def main(argv=None) -> int:
         n, w = steps, warmup
         for amp, comp in ((False, False), (True, False), (True, True))[: 3 if args.compile else 2]:
             tag = ("bf16" if amp else "fp32") + (" + compile" if comp else "") + " + channels_last"
+            if amp and not comp:
+                base = f"catgan train loop {tag}"  # what catgan train --amp runs here
             variants += [
                 (f"bare model step {tag}", lambda a=amp, c=comp: bare_step(preset, device, n, w, a, c, True)),
                 (
@@ -276,8 +279,7 @@ def main(argv=None) -> int:
                 ),
             ]
 
-    # the batch variants run as catgan train would here: the preset's own batch is a variant above
-    base = "catgan train loop" + (" bf16 + channels_last" if cuda else " bf16" if args.amp else "")
+    # the batch variants run as catgan train would here: the preset's own batch is the variant `base` above
     for b in batches:
         p_b = dataclasses.replace(preset, train=dataclasses.replace(preset.train, batch=b))
         variants.append(
