@@ -242,7 +242,6 @@ def main(argv=None) -> int:
 
     variants: list[tuple[str, callable]] = []
     if not cuda:
-        base = "catgan train loop bf16" if args.amp else "catgan train loop"  # what catgan train runs here
         variants += [
             (
                 "plain PyTorch loop + DataLoader",
@@ -259,6 +258,7 @@ def main(argv=None) -> int:
                     lambda: catgan_loop(images, preset, device, steps, warmup, amp=True),
                 ),
             ]
+        base = variants[-1][0]  # the last loop added is what catgan train runs here
     else:
         variants += [
             (
