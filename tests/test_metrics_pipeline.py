@@ -173,6 +173,9 @@ def test_memorisation_flags_a_generator_that_returns_training_images(tmp_path, d
     assert copier["copy_rate"] == 1.0
     assert copier["nn_distance"]["pixel"]["samples"]["median"] < 1e-2
     assert copier["fid"] < 1.0
+    n = copier["n"]  # the printed table gives the rates to 1 in 10,000 and the counts behind them
+    (line,) = [row for row in format_table(copier).splitlines() if row.startswith("copy rate")]
+    assert line.endswith(f"1.0000 / 1.0000 ({n} / {n} of {n})")
     novel = evaluate(
         _images(synth.make_prepared_dataset(tmp_path / "new", n=16, size=16, seed=5)),
         dataset,

@@ -331,7 +331,6 @@ def format_table(result: dict) -> str:
         ("coverage", "coverage", "{:.3f}"),
         ("cat-face rate", "catface_rate", "{:.3f}"),
         ("cat-face rate (real)", "catface_rate_real", "{:.3f}"),
-        ("copy rate", "copy_rate", "{:.3f}"),
     ]
     lines = []
     for label, key, fmt in rows:
@@ -344,6 +343,11 @@ def format_table(result: dict) -> str:
         if space in nn:
             s, h = nn[space]["samples"]["median"], nn[space]["real_heldout"]["median"]
             lines.append((f"NN distance {space} (median)", f"{s:.3f} (real held-out {h:.3f})"))
+    if "inception" in nn and "pixel" in nn:  # rates of n samples: 4 decimals resolve 1 in 10,000
+        rates = [nn[space]["copy_rate"] for space in ("inception", "pixel")]
+        counts = " / ".join(f"{round(r * result['n'])}" for r in rates)
+        value = f"{rates[0]:.4f} / {rates[1]:.4f} ({counts} of {result['n']})"
+        lines.append(("copy rate (inception / pixel)", value))
     n_real = result.get("n_real")
     lines += [
         ("n", f"{result.get('n')}" + (f" vs {n_real} real" if n_real is not None else "")),
