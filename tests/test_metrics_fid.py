@@ -187,6 +187,7 @@ def test_space_report_flags_copies_not_novel_samples():
     novel = space_report(rng.normal(size=(50, 8)), train)
     assert copies.copy_rate == 1.0 and copies.summary()["median_ratio"] < 0.01
     assert novel.copy_rate < 0.1 and 0.5 < novel.summary()["median_ratio"] < 2
+    assert copies.summary()["copies"] == 50 and novel.summary()["copies"] == round(50 * novel.copy_rate)
 
 
 @pytest.mark.parametrize(("n", "d"), [(5, 12), (12, 12), (30, 12)])

@@ -343,11 +343,12 @@ def format_table(result: dict) -> str:
         if space in nn:
             s, h = nn[space]["samples"]["median"], nn[space]["real_heldout"]["median"]
             lines.append((f"NN distance {space} (median)", f"{s:.3f} (real held-out {h:.3f})"))
-    if "inception" in nn and "pixel" in nn:  # rates of n samples: 4 decimals resolve 1 in 10,000
-        rates = [nn[space]["copy_rate"] for space in ("inception", "pixel")]
-        counts = " / ".join(f"{round(r * result['n'])}" for r in rates)
-        value = f"{rates[0]:.4f} / {rates[1]:.4f} ({counts} of {result['n']})"
-        lines.append(("copy rate (inception / pixel)", value))
+    if "inception" in nn and "pixel" in nn:  # 4 decimals resolve 1 in 10,000 samples
+        inc, pix = nn["inception"], nn["pixel"]
+        rates = f"{inc['copy_rate']:.4f} / {pix['copy_rate']:.4f}"
+        lines.append(
+            ("copy rate (inception / pixel)", f"{rates} ({inc['copies']} / {pix['copies']} of {result['n']})")
+        )
     n_real = result.get("n_real")
     lines += [
         ("n", f"{result.get('n')}" + (f" vs {n_real} real" if n_real is not None else "")),

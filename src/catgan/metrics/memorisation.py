@@ -69,13 +69,19 @@ class SpaceReport:
     heldout: np.ndarray  # (H,) the same for held-out (or leave-one-out) real faces
 
     @property
+    def copies(self) -> int:
+        """Samples closer to a training face than all but 1% of held-out real faces are to theirs."""
+        return int((self.samples < np.quantile(self.heldout, 0.01)).sum())
+
+    @property
     def copy_rate(self) -> float:
-        return float((self.samples < np.quantile(self.heldout, 0.01)).mean())
+        return self.copies / len(self.samples)
 
     def summary(self) -> dict:
         return {
             "samples": quantiles(self.samples),
             "real_heldout": quantiles(self.heldout),
+            "copies": self.copies,
             "copy_rate": self.copy_rate,
             "median_ratio": float(np.median(self.samples) / max(np.median(self.heldout), 1e-12)),
         }
