@@ -16,10 +16,11 @@ import time
 
 import torch
 
+from catgan.data.dataset import load_dataset, resolve
 from catgan.generate import generate_from_latents, latents_from_seeds, load_generator
-from catgan.metrics.evaluate import FIDEvaluator
-from catgan.metrics.fid import kid
-from catgan.metrics.prdc import precision_recall
+from catgan.metrics.evaluate import EvalConfig, compare
+from catgan.metrics.inception import InceptionExtractor
+from catgan.metrics.reference import reference_stats
 
 
 def main() -> None:
@@ -40,26 +41,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     gen = load_generator(run=args.run, weights=args.weights, model=args.model, device=args.device)
-    evaluator = FIDEvaluator(args.data, device=args.device)  # the extractor and the cached reference
-    real = evaluator.reference.features  # (M, 2048)
+    folder = resolve(args.data, gen.model.image_size)
+    real_images = load_dataset(folder)  # (M, 3, S, S), read once for every scale
+    extractor = InceptionExtractor.load(args.device)
+    reference = reference_stats(folder, extractor, images=real_images)  # cached after the first run
+    cfg = EvalConfig(n=args.n, catface=False, memorisation=False)
     z = latents_from_seeds(gen.model, list(range(args.n)))  # (n, z_dim): seeds 0..n-1, as generate draws
     rows = {}
     for s in args.scales:
         start = time.perf_counter()
         images = generate_from_latents(gen, z * s)  # (n, 3, H, W) uint8
-        feats = evaluator.extractor.features(images)  # (n, 2048)
-        fid, kid_mean = evaluator.reference.fid(feats), kid(real, feats)[0]
-        pr = precision_recall(real, feats)
-        rows[f"{s:g}"] = {
-            "fid": fid,
-            "kid_mean": kid_mean,
-            "precision": pr["precision"],
-            "recall": pr["recall"],
-            "seconds": time.perf_counter() - start,
-        }
+        m = compare(images, extractor.features(images), real_images, reference, cfg)  # as `catgan evaluate`
+        rows[f"{s:g}"] = {**m, "seconds": time.perf_counter() - start}
         print(
-            f"s = {s:<5g} FID-{args.n} {fid:.2f}  KID x1000 {1000 * kid_mean:.2f}  "
-            f"precision {pr['precision']:.3f}  recall {pr['recall']:.3f}",
+            f"s = {s:<5g} FID-{args.n} {m['fid']:.2f}  KID x1000 {1000 * m['kid_mean']:.2f}  "
+            f"precision {m['precision']:.3f}  recall {m['recall']:.3f}",
             flush=True,
         )
     print(json.dumps({"generator": gen.name, "n": args.n, "rows": rows}))
