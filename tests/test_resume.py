@@ -388,6 +388,10 @@ def test_init_from_the_bundled_model_fine_tunes_it(tmp_path, capsys):
     assert not torch.equal(state["G"][key], weights[key])
     assert (state["G_ema"][key] - weights[key]).abs().max() < 1e-3  # EMA 0.999: 2 small steps away
     assert main(["generate", "--run", str(run), "--seeds", "0-3", "--out", str(tmp_path / "g.png")]) == 0
+    # with a --preset too: its 25 epochs would end the run long before the file's step; --max-steps decides
+    other = ["train", str(faces), "--preset", "cats-64", "--run", str(tmp_path / "preset"), *base[4:]]
+    assert main([*other, "--max-steps", str(at + 2), "--d-warmup", "1"]) == 0
+    assert last_state(tmp_path / "preset")["step"] == at + 2
 
 
 def test_init_from_a_generator_errors_are_one_line_and_write_nothing(data, generator_file, tmp_path):

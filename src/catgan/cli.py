@@ -158,7 +158,6 @@ _TRAIN_EPILOG = """examples:
   catgan train data/cats/cats-64 --preset cats-64 --run runs/c64 --device cuda --amp --compile
   catgan train data/cats/cats-64 --run runs/c64-aug --init-from runs/cats64 --flip --max-steps 32000
   catgan train data/my-cats/cats-64 --run runs/mine --init-from cats-64 --lr-g 2e-5 --max-steps 23000
-  catgan train data/cats/cats-128 --preset cats-128-lite --run runs/grow --init-from cats-64 --max-steps 30000
   catgan train data/cats/cats-16 --preset tiny-16 --run runs/toy --max-steps 100 --dry-run
   torchrun --nproc-per-node 4 -m catgan train data/cats/cats-64 --preset dcgan-64 --run-dir runs/ddp
 
@@ -171,12 +170,9 @@ recipe, or to fine-tune on other data): the weights, EMA and step count carry on
 options, which default to the checkpoint's own settings; the Adam moments start afresh.
 --init-from may also name a generator alone: a bundled model (cats-64, cats-128) or a file from `catgan
 export`. G and its EMA start from it, D from scratch; D first trains alone for --d-warmup steps (default
-100 here, 0 otherwise) so that G's first steps follow a D that has learned something. Lower G's rate
-too (--lr-g 2e-5) and keep the run short: against a new D, G loses quality as it trains (docs/benchmarks.md).
-A generator at half the --preset's image size grows into it when the preset's G has the generator's
-layers plus one (cats-64 into cats-128-lite): it keeps those layers and starts its new ones so that it
-draws the generator's pictures upsampled (the example above); --freeze-trunk N then trains only the new
-layers for N steps, so that a new D's first gradients cannot wreck the old ones.
+100 here, 0 otherwise) so that G's first steps follow a D that has learned something, and --max-steps
+alone ends the run (--epochs 0 unless given, with a --preset too). Lower G's rate too (--lr-g 2e-5) and
+keep the run short: against a new D, G loses quality as it trains (docs/benchmarks.md).
 Under torchrun, write --run-dir (torchrun would read --run as its own --run-path). --batch is the
 global batch: each of the N processes takes batch / N images per step and the learning rates apply
 unchanged to the all-reduced (averaged) gradient, so N processes with --batch B train like one
@@ -221,14 +217,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=nonneg_int,
         metavar="N",
         help="the run's first N steps train D alone, G frozen (default 100 with --init-from a generator)",
-    )
-    opt(
-        g,
-        "--freeze-trunk",
-        type=nonneg_int,
-        metavar="N",
-        help="a G grown from a smaller one (--init-from cats-64 --preset cats-128-lite): its first N steps "
-        "after --d-warmup train only its new layers",
     )
     opt(g, "--beta1", type=beta, help="Adam beta1, in [0, 1)")
     opt(g, "--loss", choices=LOSSES, help="GAN loss")
@@ -275,7 +263,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 _TRAIN_OPTIONS = {
     **{f: f for f in ("epochs", "max_steps", "batch", "lr_d", "lr_g", "lr_decay_steps", "beta1", "loss")},
     **{f: f for f in ("label_smoothing", "ema", "diffaug", "flip", "seed", "sample_every")},
-    **{f: f for f in ("checkpoint_every", "eval_every", "d_warmup", "freeze_trunk")},
+    **{f: f for f in ("checkpoint_every", "eval_every", "d_warmup")},
     **{"eval_n": "eval_n", "r1_gamma": "r1", "sync_batchnorm": "sync_bn", "keep_checkpoints": "keep"},
 }
 
@@ -301,9 +289,7 @@ def _train_configs(args: argparse.Namespace):
     given = {field: getattr(args, dest) for field, dest in _TRAIN_OPTIONS.items() if hasattr(args, dest)}
     if args.init_from and not continuing and is_generator_source(args.init_from):
         given.setdefault("d_warmup", DEFAULT_D_WARMUP)  # a new D: let it learn before G follows it
-        given.setdefault(
-            "epochs", 0
-        )  # a file's step count is not in epochs of this data: --max-steps decides
+        given.setdefault("epochs", 0)  # its step count is not in epochs of this data: --max-steps decides
     return model, replace(base, **given)
 
 

@@ -79,7 +79,6 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps (0 = only epochs decide)
     lr_decay_steps: int = 0  # the run's last N steps lower both lrs linearly towards 0; 0 = constant lrs
     d_warmup: int = 0  # the run's first N steps train D alone (G frozen), e.g. a new D for a given G
-    freeze_trunk: int = 0  # a G grown from a smaller one: its first N G steps train only its new layers
     seed: int = 0
     sample_every: int = 500  # steps between sample grids
     checkpoint_every: int = 1  # epochs between checkpoints
@@ -111,9 +110,8 @@ class TrainConfig:
             raise CatganError(f"epochs and max_steps must be >= 0, got {self.epochs} and {self.max_steps}")
         if not self.epochs and not self.max_steps:
             raise CatganError("epochs 0 (no epoch limit) needs a max_steps > 0 to stop the run")
-        for name in ("d_warmup", "freeze_trunk"):
-            if getattr(self, name) < 0:
-                raise CatganError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.d_warmup < 0:
+            raise CatganError(f"d_warmup must be >= 0, got {self.d_warmup}")
         if self.r1_gamma < 0:
             raise CatganError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         for name in ("lr_d", "lr_g"):

@@ -22,9 +22,6 @@ It may also start from a generator alone (an exported .safetensors file, or a bu
 the random generators and the data order start afresh. A new D knows nothing yet, and G's steps against
 it would be noise, so such a run should first train D alone against the frozen G (cfg.d_warmup steps;
 `catgan train --init-from cats-64` defaults to DEFAULT_D_WARMUP).
-A generator at half the run's image size grows into the run's model (catgan.models.grow: cats-64 into
-cats-128-lite): its layers carry on and the new ones start by drawing its pictures upsampled; the run's
-first cfg.freeze_trunk G steps then train only the new layers, so a new D cannot wreck the old ones.
 """
 
 from __future__ import annotations
@@ -63,7 +60,6 @@ from catgan.generate import (
     save_image,
 )
 from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
-from catgan.models.grow import grow_generator, trunk_parameters
 from catgan.runtime import cpu_count, resolve_device
 
 # A sample_fn(seeds) returns the current generator's images for those seeds as uint8 (n, 3, H, W) on the
@@ -261,42 +257,32 @@ def _source_checkpoint(source: str | Path) -> Path:
     return ckpt.resolve_checkpoint(source)
 
 
-def _init_generator_state(source: str | Path, model: ModelConfig, seed: int) -> dict[str, Any]:
+def _init_generator_state(source: str | Path, model: ModelConfig) -> dict[str, Any]:
     """The partial state of a new run started from a generator (see the module docstring): G and its EMA
-    from the file, in fp32, or grown from it when the run's model is the file's at twice the size
-    (catgan.models.grow; `seed` draws the new layers); no D, random generators or data position (they
-    start afresh)."""
+    from the file, in fp32; no D, random generators or data position (they start afresh)."""
     tensors, saved_model, provenance = read_generator(source)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # fp16 -> fp32
-    grown = None
     if changed := diff(saved_model, model):
-        if model.image_size <= saved_model.image_size:
-            raise CatganError(
-                f"--init-from {source} holds another model (saved -> asked): {'; '.join(changed)}; "
-                "drop --preset to take the generator's model"
-            )
-        try:
-            sd = grow_generator(sd, saved_model, model, seed=seed)
-        except CatganError as err:
-            raise CatganError(f"--init-from {source}: {err}") from None
-        grown = {"image_size": saved_model.image_size, "g_base": saved_model.g_base}
+        raise CatganError(
+            f"--init-from {source} holds another model (saved -> asked): {'; '.join(changed)}; "
+            "drop --preset to take the generator's model"
+        )
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}  # fp16 -> fp32
     origin = {
         "weights": Path(source).name,
         "sha256": ckpt.generator_hash(tensors, saved_model),
         "step": int(provenance.get("step") or 0),
         "train_config": provenance.get("train_config"),
-        **({"grown_from": grown} if grown else {}),
     }
     state = {"G": sd, "G_ema": sd, "D": None, "step": origin["step"], "best_fid": math.inf}
     return {**state, "init_from": origin}
 
 
-def _init_state(source: Path, model: ModelConfig, seed: int) -> dict[str, Any]:
+def _init_state(source: Path, model: ModelConfig) -> dict[str, Any]:
     """The state a new run starts from when it starts from `source` (a checkpoint, or a run folder: its
     latest one; or a generator: _init_generator_state), with an "init_from" record of it (which goes
     into the new run's config.json)."""
     if is_generator_source(source):
-        return _init_generator_state(source, model, seed)
+        return _init_generator_state(source, model)
     path = _source_checkpoint(source)
     hint = "start from a step-*.pt or best.pt of a run"
     state, saved_model, _ = _training_state(path, f"--init-from {path}", hint)
@@ -311,25 +297,8 @@ def _init_state(source: Path, model: ModelConfig, seed: int) -> dict[str, Any]:
         "step": int(state["step"]),
         "train_config": state["train_config"],
     }
-    if grown := (state.get("init_from") or {}).get("grown_from"):
-        origin["grown_from"] = grown  # a grown run's child is grown too: --freeze-trunk applies
     # a new run: its own best.pt, chosen by its own evaluations
     return {**state, "best_fid": math.inf, "init_from": origin}
-
-
-def _frozen_trunk(G: nn.Module, cfg: TrainConfig, origin: dict[str, Any] | None, ctx: DistContext) -> list:
-    """The parameters cfg.freeze_trunk freezes: those a G grown from a smaller one (--init-from) took
-    from it (catgan.models.grow); [] when it freezes nothing, one error line when it cannot."""
-    if not cfg.freeze_trunk:
-        return []
-    if origin is None or "grown_from" not in origin:
-        raise CatganError(
-            "--freeze-trunk needs a run grown from a smaller generator, e.g. "
-            "--preset cats-128-lite --init-from cats-64"
-        )
-    if ctx.enabled:  # DDP reduces the gradients of the parameters that required them when it wrapped G
-        raise CatganError("--freeze-trunk does not run under torchrun: grow the run in one process")
-    return trunk_parameters(G)
 
 
 # ---- Ctrl-C ----------------------------------------------------------------------------------------
@@ -474,7 +443,7 @@ def _train(
         try:
             latest, state = _resume_state(run_dir, model, cfg, resume, steps_per_epoch)
             if state is None and init_from is not None:
-                state = _init_state(init_from, model, cfg.seed)
+                state = _init_state(init_from, model)
         except CatganError as err:
             problem = str(err)
     latest, state, problem = broadcast_from_main((latest, state, problem), ctx)
@@ -543,11 +512,6 @@ def _train(
     g_from = (origin["step"] if origin is not None else 0) + cfg.d_warmup  # G is frozen before this step
     if step < g_from:
         log(f"training D alone (G frozen) until step {g_from} (--d-warmup {cfg.d_warmup})")
-    trunk = _frozen_trunk(G, cfg, origin, ctx)  # a grown G's old layers, frozen before trunk_from
-    trunk_from = g_from + cfg.freeze_trunk
-    if trunk and step < trunk_from:
-        log(f"training only G's new layers (its grown-from layers frozen) until step {trunk_from} "
-            f"(--freeze-trunk {cfg.freeze_trunk})")  # fmt: skip
     resumed_from = step
 
     if ctx.is_main:
@@ -594,8 +558,6 @@ def _train(
             for group in opt.param_groups:
                 group["lr"] = lr * scale
         train_g = step >= g_from
-        for p in trunk:
-            p.requires_grad_(step >= trunk_from)
         with autocast, torch.set_grad_enabled(train_g):
             fake = G_step(z)  # (b, 3, S, S); the G step below reuses it (3G + 9D FLOPs per image)
 
