@@ -390,6 +390,9 @@ def test_init_from_the_bundled_model_fine_tunes_it(tmp_path, capsys):
     assert main(["generate", "--run", str(run), "--seeds", "0-3", "--out", str(tmp_path / "g.png")]) == 0
     # with a --preset too: its 25 epochs would end the run long before the file's step; --max-steps decides
     other = ["train", str(faces), "--preset", "cats-64", "--run", str(tmp_path / "preset"), *base[4:]]
+    capsys.readouterr()
+    assert main(other) == 2  # without --max-steps the preset's epochs stand, and the error says what to give
+    assert "this run ends at step 50 (25 epochs of 2 steps" in capsys.readouterr().err
     assert main([*other, "--max-steps", str(at + 2), "--d-warmup", "1"]) == 0
     assert last_state(tmp_path / "preset")["step"] == at + 2
 
