@@ -289,8 +289,8 @@ def _train_configs(args: argparse.Namespace):
     given = {field: getattr(args, dest) for field, dest in _TRAIN_OPTIONS.items() if hasattr(args, dest)}
     if args.init_from and not continuing and is_generator_source(args.init_from):
         given.setdefault("d_warmup", DEFAULT_D_WARMUP)  # a new D: let it learn before G follows it
-        if given.get("max_steps", base.max_steps):  # a file's steps are not epochs of this data
-            given.setdefault("epochs", 0)  # so --max-steps alone ends the run
+        if given.get("max_steps", base.max_steps):  # a file's steps are not epochs of this data (its own
+            given.setdefault("epochs", 0)  # recipe's or a --preset's), so --max-steps alone ends the run
     return model, replace(base, **given)
 
 

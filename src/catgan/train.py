@@ -233,8 +233,8 @@ def init_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs of `source` (--init-from), which a run started from it takes for
     what it is not told: a checkpoint's own, or a generator file's model and the training settings its
     provenance records (TrainConfig's defaults when it records none), less any learning-rate decay (it
-    ended the source's run, it should not start this one) and less its epoch count (epochs of other
-    data: its --max-steps, or this command's, says where the run stops)."""
+    ended the source's run, it should not start this one). Where such a run stops, the CLI decides for
+    every run from a generator, preset or not (`catgan train`: its --max-steps, not epochs)."""
     if not is_generator_source(source):
         path = _source_checkpoint(source)
         return ckpt.saved_configs(ckpt.load_checkpoint(path), path)
@@ -244,7 +244,7 @@ def init_configs(source: str | Path) -> tuple[ModelConfig, TrainConfig]:
         train = from_dict(TrainConfig, recorded) if isinstance(recorded, dict) else TrainConfig()
     except (TypeError, CatganError) as err:
         raise CatganError(f"--init-from {source}: unreadable training settings in provenance: {err}") from err
-    return model, dataclasses.replace(train, lr_decay_steps=0, epochs=0 if train.max_steps else train.epochs)
+    return model, dataclasses.replace(train, lr_decay_steps=0)
 
 
 def _source_checkpoint(source: str | Path) -> Path:
