@@ -5,26 +5,26 @@
 
 A run whose D sits at chance (mean D(x) = D(G(z)) = 0.5) is either a D that cannot separate the two, or
 a G that moves away from whatever D has just learned. This tells them apart: from the checkpoint's D
-(or a new one with --fresh), D trains alone for --steps batches of the run's batch size, with the run's
-loss, learning rate and Adam betas, on random real faces and fresh samples of the checkpoint's G (frozen,
-eval mode), each seen through one DiffAugment policy ("none" for no augmentation). It prints D's loss
-and mean logits on that batch, before its update, at a few steps; one block per policy, each starting
-from the same D.
+(or a new one with --fresh), D trains alone for --steps batches of the run's batch size by the run's
+own D phase (catgan.training.step: its loss, learning rate, Adam betas and R1), on random real faces
+and fresh samples of the checkpoint's G (frozen, eval mode), each seen through one DiffAugment policy
+("none" for no augmentation). It prints D's loss and mean logits on that batch, before its update, at a
+few steps; one block per policy, each starting from the same D.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import torch
 
-from catgan import losses
-from catgan.augment import diff_augment
-from catgan.checkpoint import load_checkpoint
-from catgan.config import ModelConfig, TrainConfig, from_dict
+from catgan.checkpoint import load_checkpoint, saved_configs
 from catgan.data.dataset import load_dataset, to_float
-from catgan.models.dcgan import Discriminator, Generator, sample_latents
+from catgan.models import build_discriminator, build_generator
+from catgan.models.base import sample_latents
+from catgan.training.step import GANStep
 
 REPORT = (1, 10, 30, 60, 100, 150, 250, 500)
 
@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    cpu = torch.device("cpu")
     state = load_checkpoint(args.checkpoint)
-    model, cfg = from_dict(ModelConfig, state["model_config"]), from_dict(TrainConfig, state["train_config"])
-    G = Generator(model)
+    model, cfg = saved_configs(state, args.checkpoint)
+    G = build_generator(model.generator)
     G.load_state_dict(state["G"])
     G.eval().requires_grad_(False)
     faces = load_dataset(args.data, model.image_size)  # uint8 (N, 3, S, S)
@@ -52,25 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     print("policy | step | loss_d | mean logit real | mean logit fake")
     for policy in args.policy:
         torch.manual_seed(args.seed)  # the same new D for every policy
-        D = Discriminator(model)
+        D = build_discriminator(model.discriminator)
         if not args.fresh:
             D.load_state_dict(state["D"])
         D.train()
-        opt = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        gen = torch.Generator().manual_seed(args.seed)  # the same batches, samples and augmentations
         aug = "" if policy == "none" else policy
-        for step in range(1, args.steps + 1):
+        # the run's own D phase (loss, augmentation, R1, optimizer), without its G phase
+        step = GANStep(G, D, dataclasses.replace(cfg, diffaug=aug, ema=0.0), model.generator, cpu)
+        step.aug.manual_seed(args.seed)  # the same augmentations for every policy that shares ops
+        gen = torch.Generator().manual_seed(args.seed)  # the same batches and samples
+        for i in range(1, args.steps + 1):
             real = to_float(faces[torch.randint(0, len(faces), (cfg.batch,), generator=gen)])  # (B, 3, S, S)
-            fake = G(sample_latents(model, cfg.batch, gen))  # (B, 3, S, S)
-            real_logits = D(diff_augment(real, aug, gen))  # (B,)
-            fake_logits = D(diff_augment(fake, aug, gen))  # (B,)
-            loss = losses.d_loss(cfg.loss, real_logits, fake_logits, cfg.real_label)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step in REPORT or step == args.steps:
+            with torch.no_grad():
+                fake = G(sample_latents(model.generator, cfg.batch, gen))  # (B, 3, S, S)
+            loss, real_logits, fake_logits = step.d_phase(real, fake, i)  # logits before the update
+            if i in REPORT or i == args.steps:
                 print(
-                    f"{policy} | {step} | {loss.item():.3f} | {real_logits.mean().item():+.3f} | "
+                    f"{policy} | {i} | {loss.item():.3f} | {real_logits.mean().item():+.3f} | "
                     f"{fake_logits.mean().item():+.3f}",
                     flush=True,
                 )

@@ -40,10 +40,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from catgan.config import Preset, get_preset
+from catgan.config import Preset, RunOptions, get_preset
 from catgan.distributed import DistContext, local_device, teardown
 from catgan.runtime import cpu_count
-from catgan.train import load_images, train
+from catgan.training.loop import load_images, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +112,14 @@ def timed_train(
     ctx: DistContext | None,
 ) -> float:
     """img/s of train() over `steps` steps after `warmup` (multiples of log_every), from metrics.jsonl."""
-    cfg = dataclasses.replace(
-        preset.train, epochs=10**6, max_steps=warmup + steps, sample_every=0, checkpoint_every=0, eval_every=0
-    )
+    cfg = dataclasses.replace(preset.train, epochs=10**6, max_steps=warmup + steps)
+    quiet = {"sample_every": 0, "checkpoint_every": 0, "progress": False}
     with tempfile.TemporaryDirectory(prefix="catgan-ddp-", dir=run_dir_root()) as tmp:
         run = Path(tmp) / "run"
         train(
-            images, preset.model, cfg, run, device=device, amp=amp, progress=False, threads=threads,
-            log_every=log_every, dist_ctx=ctx, log=lambda _: None,
+            images, preset.model, cfg, run,
+            RunOptions(device=device, amp=amp, threads=threads, log_every=log_every, **quiet),
+            dist_ctx=ctx, log=lambda _: None,
         )  # fmt: skip
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     t = {r["step"]: r["time"] for r in records if "img/s" in r}

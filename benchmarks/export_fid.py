@@ -6,8 +6,12 @@ also averaged with the run's checkpoints from STEP on (and with those of the run
     python benchmarks/export_fid.py runs/dcgan-64/checkpoints/best.pt --data data/faces/cats-64 --n 2000
     python benchmarks/export_fid.py runs/dcgan-64 --data data/faces/cats-64 --average-from 18000 21000
 
+FID and KID are measured where a choice may be made (catgan.metrics.selection: picking the span to
+average is one): the self-supervised space against the held-out faces (DATA's `cats-S-holdout` sibling;
+without one, DATA itself, with a note), never Inception nor a network the discriminator uses.
+
 An EMA generator's BatchNorm buffers are copies of the live G's (catgan.train.update_ema): the statistics
-of other weights. catgan.models.dcgan.standing_stats re-estimates them for the weights themselves.
+of other weights. catgan.models.base.standing_stats re-estimates them for the weights themselves.
 """
 
 from __future__ import annotations
@@ -21,16 +25,18 @@ from pathlib import Path
 
 import torch
 
-from catgan.checkpoint import load_checkpoint
-from catgan.generate import average_checkpoints, generate_images, load_generator
+from catgan.checkpoint import load_checkpoint, saved_configs
+from catgan.export import average_checkpoints
+from catgan.generate import generate_images, load_generator
 from catgan.metrics.evaluate import FIDEvaluator
-from catgan.models.dcgan import standing_stats
+from catgan.metrics.selection import check_selection_space
+from catgan.models.base import standing_stats
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder or one checkpoint file (RUN/checkpoints/best.pt)")
-    p.add_argument("--data", required=True, help="the prepared training faces (FID reference)")
+    p.add_argument("--data", required=True, help="the prepared training faces (FID: their held-out sibling)")
     p.add_argument("--n", type=int, default=2000, help="samples per FID (seeds 0..n-1)")
     p.add_argument("--batches", type=int, default=100, help="standing-statistics batches of 64 latents")
     also = "also: averaged from STEP, + standing"
@@ -61,7 +67,10 @@ def main() -> None:
     for first in args.average_from:
         weights, steps = average_checkpoints(ckpt, state, trained.info["ema"], first, args.average_with)
         variants[f"average {steps[0]}-{steps[-1]} ({len(steps)}) + standing"] = with_standing(weights)
-    evaluator = FIDEvaluator(args.data, n=args.n, device=args.device)
+    evaluator = FIDEvaluator(args.data, n=args.n, device=args.device)  # selfsup, held-out faces
+    critic = saved_configs(state or load_checkpoint(ckpt), ckpt)[0].discriminator  # the run's D
+    check_selection_space(evaluator.extractor, critic, "choosing what to average")
+    print(f"FID and KID in the {evaluator.label}")
 
     rows = {}
     for name, gen in variants.items():

@@ -19,20 +19,27 @@ from unittest import mock
 
 import torch
 
-from catgan.config import get_preset
+from catgan.config import RunOptions, get_preset
 from catgan.data.dataset import load_dataset
-from catgan.train import train
+from catgan.training.loop import train
 
 
 def _img_s(data: torch.Tensor, preset_name: str, steps: int, fused: bool, device: str, amp: bool) -> float:
     preset = get_preset(preset_name)
-    cfg = dataclasses.replace(preset.train, epochs=0, max_steps=steps, sample_every=0, checkpoint_every=0)
+    cfg = dataclasses.replace(preset.train, epochs=0, max_steps=steps)
     adam = torch.optim.Adam
     default_adam = lambda *args, fused=None, **kwargs: adam(*args, **kwargs)  # noqa: E731 (torch's default)
     optimizer = adam if fused else default_adam
     with tempfile.TemporaryDirectory() as tmp, mock.patch("torch.optim.Adam", optimizer):
         run = f"{tmp}/run"
-        train(data, preset.model, cfg, run, device=device, amp=amp, progress=False, log=lambda _: None)
+        train(
+            data,
+            preset.model,
+            cfg,
+            run,
+            RunOptions(device=device, amp=amp, progress=False, sample_every=0, checkpoint_every=0),
+            log=lambda _: None,
+        )
         rows = [json.loads(line) for line in open(f"{tmp}/run/metrics.jsonl")]
     rates = [r["img/s"] for r in rows if "img/s" in r][1:]  # the first window holds the warm-up
     return statistics.median(rates)

@@ -17,10 +17,11 @@ import time
 import torch
 
 from catgan.data.dataset import load_dataset, resolve
-from catgan.generate import generate_from_latents, latents_from_seeds, load_generator
+from catgan.generate import generate_from_latents, load_generator
 from catgan.metrics.evaluate import EvalConfig, compare
 from catgan.metrics.inception import InceptionExtractor
 from catgan.metrics.reference import reference_stats
+from catgan.sampling import latents_from_seeds
 
 
 def main() -> None:

@@ -10,27 +10,33 @@
 2. Sample: for each seed, candidates from the seed's own random stream; candidate x is accepted with
    probability min(1, exp(D(x) - T)), T the q-quantile of D over 10,000 burn-in samples (q = 1 is exact
    rejection sampling for an optimal D). After 64 rejections the best-scored candidate is kept.
-3. FID on the same n seeds for plain sampling (unless --no-baseline) and each quantile.
+3. FID on the same n seeds for plain sampling (unless --no-baseline) and each quantile, measured where a
+   choice may be made (catgan.metrics.selection): the self-supervised space, against the held-out faces
+   (DATA's `cats-S-holdout` sibling; without one, DATA itself, with a note). Never Inception nor a network
+   the critic uses: a threshold picked by those would reward matching ImageNet's classes.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from catgan.checkpoint import load_checkpoint, saved_configs
-from catgan.config import ModelConfig
 from catgan.data.dataset import load_dataset, to_float
-from catgan.generate import generate_images, load_generator, to_uint8
+from catgan.generate import generate_images, load_generator
+from catgan.images import to_uint8
 from catgan.metrics.evaluate import FIDEvaluator
-from catgan.models.dcgan import Discriminator, sample_latents
+from catgan.metrics.selection import check_selection_space
+from catgan.models import build_discriminator
+from catgan.models.base import sample_latents
 
 
-def calibrate(D: nn.Module, G: nn.Module, cfg: ModelConfig, real: torch.Tensor, steps: int) -> None:
+def calibrate(D: nn.Module, G: nn.Module, cfg: Any, real: torch.Tensor, steps: int) -> None:
     """Train D (eval mode) against the frozen G on batches of 64 reals (uint8 (N, 3, S, S)) and fakes."""
     rng = torch.Generator().manual_seed(123)
     opt = torch.optim.Adam(D.parameters(), lr=5e-5, betas=(0.5, 0.999))
@@ -58,7 +64,7 @@ def logits(D: nn.Module, x: torch.Tensor, G: nn.Module | None = None, batch: int
     return torch.cat([score(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def rejection_sampler(G: nn.Module, D: nn.Module, cfg: ModelConfig, T: float, tries: int = 64):
+def rejection_sampler(G: nn.Module, D: nn.Module, cfg: Any, T: float, tries: int = 64):
     """A sample function: seeds -> uint8 images (N, 3, S, S), each by rejection from its seed's stream."""
 
     def draw(seeds) -> torch.Tensor:
@@ -95,7 +101,9 @@ def rejection_sampler(G: nn.Module, D: nn.Module, cfg: ModelConfig, T: float, tr
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--critic", required=True, help="a training checkpoint whose D scores the samples")
-    p.add_argument("--data", required=True, help="the prepared training faces (FID reference, calibration)")
+    p.add_argument(
+        "--data", required=True, help="the prepared training faces (calibration; FID: their held-out sibling)"
+    )
     p.add_argument("--model", default=None, help="bundled generator (default: cats-64)")
     p.add_argument("--weights", default=None, help="or an exported .safetensors generator")
     p.add_argument("--n", type=int, default=2000, help="samples per FID (seeds 0..n-1)")
@@ -106,7 +114,7 @@ def main() -> None:
 
     gen = load_generator(weights=args.weights, model=args.model)
     state = load_checkpoint(args.critic)
-    D = Discriminator(saved_configs(state, args.critic)[0])
+    D = build_discriminator(saved_configs(state, args.critic)[0].discriminator)
     D.load_state_dict(state["D"])
     D.eval()
     real = load_dataset(args.data, image_size=gen.model.image_size)  # (N, 3, S, S) uint8
@@ -126,7 +134,10 @@ def main() -> None:
     separation("D after calibration")
     burn = logits(D, sample_latents(gen.model, 10_000, torch.Generator().manual_seed(9)), gen.G)
 
-    evaluator = FIDEvaluator(args.data, n=args.n, device="cpu")
+    evaluator = FIDEvaluator(args.data, n=args.n, device="cpu")  # selfsup, held-out faces
+    check_selection_space(evaluator.extractor, saved_configs(state, args.critic)[0].discriminator,
+                          "rejection sampling")  # fmt: skip
+    print(f"FID and KID in the {evaluator.label}")
     runs = [] if args.no_baseline else [("plain sampling", lambda seeds: generate_images(gen, seeds), 1.0)]
     for q in args.quantiles:
         T = float(burn.quantile(q))

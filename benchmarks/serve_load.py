@@ -48,11 +48,13 @@ def export_random(preset: str, out: Path) -> Path:
 
     from catgan.checkpoint import export_generator
     from catgan.config import get_preset
-    from catgan.models.dcgan import Generator
+    from catgan.models import build_generator
 
     torch.manual_seed(0)
     cfg = get_preset(preset).model
-    return export_generator(Generator(cfg).state_dict(), cfg, out, random_weights=True, preset=preset)
+    return export_generator(
+        build_generator(cfg.generator).state_dict(), cfg.generator, out, random_weights=True, preset=preset
+    )
 
 
 def rss_mib(pid: int) -> float:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from catgan.config import get_preset
-from catgan.train import train
+from catgan.config import GANConfig, RunOptions, get_preset
+from catgan.training.loop import train
 
 # operations that launch no kernel: views, allocations, profiler markers
 NO_KERNEL = {"detach", "view", "slice", "unsqueeze", "t", "transpose", "expand", "alias", "_unsafe_view"}
@@ -44,14 +44,19 @@ class _Count(TorchDispatchMode):
 def ops_per_step(preset_name: str, width: int) -> dict[str, float]:
     """{operation: dispatches per training step} for the preset's layers at base width `width`."""
     preset = get_preset(preset_name)
-    model = dataclasses.replace(preset.model, g_base=width, d_base=width, max_channels=8 * width)
+    g, d = preset.model.generator, preset.model.discriminator
+    model = GANConfig(
+        dataclasses.replace(g, g_base=width, max_channels=8 * width),
+        dataclasses.replace(d, d_base=width, max_channels=8 * width),
+    )
     s = model.image_size
     data = torch.randint(0, 256, (preset.train.batch * 4, 3, s, s), dtype=torch.uint8)  # (N, 3, S, S)
     counts = {}
     for steps in (4, 8):
-        cfg = dataclasses.replace(preset.train, epochs=0, max_steps=steps, sample_every=0, checkpoint_every=0)
+        cfg = dataclasses.replace(preset.train, epochs=0, max_steps=steps)
         with tempfile.TemporaryDirectory() as tmp, _Count() as count:
-            train(data, model, cfg, f"{tmp}/run", device="cpu", amp=True, progress=False, log=lambda _: None)
+            options = RunOptions(device="cpu", amp=True, progress=False, sample_every=0, checkpoint_every=0)
+            train(data, model, cfg, f"{tmp}/run", options, log=lambda _: None)
         counts[steps] = count.ops
     return {k: (counts[8][k] - counts[4][k]) / 4 for k in counts[8] if counts[8][k] != counts[4][k]}
 

@@ -4,17 +4,23 @@
     python benchmarks/train_speed.py --amp --repeats 3        # ... and bf16 autocast beside fp32
     python benchmarks/train_speed.py --device cuda --peak-tflops 989   # thesis-128 on a GPU, as MFU
     python benchmarks/train_speed.py --device cuda --preset cats-128 --batches 128,256  # larger batches
+    python benchmarks/train_speed.py --preset projected-64 --batch 32 --repeats 3   # a frozen-part D
 
 Three ways to run the same networks, each for --steps steps after --warmup:
 - plain:   pytorch/examples/dcgan's loop: a torch DataLoader over the image files (PIL decode, to tensor,
            normalise, collate, --workers processes), D on real then on fake, G through D.
-- bare:    catgan's step (D step, then G step through a frozen D, reusing the fakes) on one batch that
-           stays in memory: the rate of the model math alone, the ceiling for any loop.
-- catgan:  catgan.train.train() itself on the prepared dataset (uint8 tensor on the device, permutation
-           batches, metrics, everything but checkpoints), timed from its own metrics.jsonl.
+- bare:    catgan's GAN step object (catgan.training.step.GANStep: D phase, then G phase through a
+           frozen D reusing the fakes, EMA) on one batch that stays in memory: the rate of the model
+           math alone, the ceiling for any loop.
+- catgan:  catgan.training.loop.train() itself on the prepared dataset (uint8 tensor on the device,
+           permutation batches, metrics, everything but checkpoints), timed from its own metrics.jsonl.
            --batches times it again at other batch sizes: a network too small to fill a GPU runs about
            as many steps per second at a larger batch, so more images (a change of recipe, not of speed).
-GFLOP/s uses the analytic count of catgan.models.dcgan.model_info (3 G + 9 D forwards per image).
+GFLOP/s uses the analytic count of catgan.models.model_info (G and D forwards and backwards per image).
+A preset whose D has a frozen part (projected-64, projected-128) is timed instead as catgan's GAN step in
+fp32 and bf16 autocast, contiguous and channels_last, and as `catgan train` runs it by default and with
+--amp (FROZEN_VARIANTS), each with the share of the step spent in the frozen part, measured inside the
+same steps (FrozenTimer) beside the share of the step's FLOPs it has (CPU only).
 Data: --data, else data/faces/cats-64 when present, else synthetic PNG files written to a temp folder.
 """
 
@@ -35,12 +41,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from catgan import losses
-from catgan.config import get_preset
+from catgan.config import RunOptions, get_preset
 from catgan.data.dataset import image_files, load_dataset, resolve
-from catgan.models.dcgan import Discriminator, Generator, model_info, sample_latents
+from catgan.models import build_discriminator, build_generator, model_info
+from catgan.models.base import sample_latents
 from catgan.runtime import cpu_count
-from catgan.train import train
+from catgan.training.loop import train
+from catgan.training.step import GANStep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +74,10 @@ def plain_loop(files, preset, device, steps, warmup, workers) -> float:
     """img/s of pytorch/examples/dcgan's training loop (BCE, real label 1, fake label 0)."""
     model, cfg = preset.model, preset.train
     torch.manual_seed(0)
-    netG, netD = Generator(model).to(device), Discriminator(model).to(device)
+    netG, netD = (
+        build_generator(model.generator).to(device),
+        build_discriminator(model.discriminator).to(device),
+    )
     optD = torch.optim.Adam(netD.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.999))
     optG = torch.optim.Adam(netG.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.999))
     loader = torch.utils.data.DataLoader(
@@ -86,7 +96,7 @@ def plain_loop(files, preset, device, steps, warmup, workers) -> float:
             netD.zero_grad()
             errD_real = F.binary_cross_entropy_with_logits(netD(real), torch.ones(b, device=device))
             errD_real.backward()
-            fake = netG(sample_latents(model, b, device=device))
+            fake = netG(sample_latents(model.generator, b, device=device))
             errD_fake = F.binary_cross_entropy_with_logits(netD(fake.detach()), torch.zeros(b, device=device))
             errD_fake.backward()
             optD.step()
@@ -106,38 +116,21 @@ def plain_loop(files, preset, device, steps, warmup, workers) -> float:
 
 
 def bare_step(preset, device, steps, warmup, amp=False, compile=False, channels_last=False) -> float:
-    """img/s of catgan's D step + G step (frozen D, fakes reused) with no data pipeline at all."""
+    """img/s of catgan's GAN step (training.step.GANStep: D phase, G phase through a frozen D reusing
+    the fakes, EMA) on one batch held in memory: no data pipeline, no reporting."""
     model, cfg = preset.model, preset.train
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    G, D = Generator(model).to(device, memory_format=fmt), Discriminator(model).to(device, memory_format=fmt)
-    G_run, D_run = (torch.compile(G), torch.compile(D)) if compile else (G, D)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2), fused=True)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2), fused=True)
-    real = torch.rand(cfg.batch, 3, model.image_size, model.image_size, device=device) * 2 - 1
-    real = real.contiguous(memory_format=fmt)
-    gen = torch.Generator(device=device).manual_seed(0)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    G = build_generator(model.generator).to(device)
+    D = build_discriminator(model.discriminator).to(device).train()
+    step = GANStep(G, D, cfg, model.generator, device, amp=amp).wrap(channels_last, compile)
+    real = torch.randint(0, 256, (cfg.batch, 3, model.image_size, model.image_size), dtype=torch.uint8)
+    real = real.to(device)  # (B, 3, S, S) uint8, as the loop's batches
     t0 = None
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        with autocast:
-            fake = G_run(sample_latents(model, cfg.batch, gen, device))
-            loss_d = losses.d_loss(
-                cfg.loss, D_run(real).float(), D_run(fake.detach()).float(), cfg.label_smoothing
-            )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        with autocast:
-            loss_g = losses.g_loss(cfg.loss, None, D_run(fake).float())
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
+        step(real, i, 1.0, train_g=True)
     _sync(device)
     return steps * cfg.batch / (time.perf_counter() - t0)
 
@@ -146,15 +139,17 @@ def bare_step(preset, device, steps, warmup, amp=False, compile=False, channels_
 
 
 def catgan_loop(data, preset, device, steps, warmup, amp=False, compile=False, channels_last=None) -> float:
-    """img/s of catgan.train.train(), from the timestamps in its metrics.jsonl (after the warm-up)."""
-    cfg = dataclasses.replace(
-        preset.train, epochs=10**6, max_steps=warmup + steps, sample_every=0, checkpoint_every=0, eval_every=0
-    )
+    """img/s of catgan.training.loop.train(), from the timestamps in its metrics.jsonl (after the warm-up)."""
+    cfg = dataclasses.replace(preset.train, epochs=10**6, max_steps=warmup + steps)
     with tempfile.TemporaryDirectory() as tmp:
         train(
-            data, preset.model, cfg, Path(tmp) / "run", device=str(device), amp=amp, compile=compile,
-            progress=False, log_every=1, channels_last=channels_last, log=lambda _: None,
-            threads=torch.get_num_threads(),
+            data, preset.model, cfg, Path(tmp) / "run",
+            RunOptions(
+                device=str(device), amp=amp, compile=compile, progress=False, log_every=1, sample_every=0,
+                checkpoint_every=0,
+                channels_last=channels_last, threads=torch.get_num_threads(),
+            ),
+            log=lambda _: None,
         )  # fmt: skip
         times = [
             json.loads(line)["time"]
@@ -166,6 +161,116 @@ def catgan_loop(data, preset, device, steps, warmup, amp=False, compile=False, c
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---- a D with a frozen part (projected-64, projected-128): precision x memory layout, the frozen share ----
+
+# name -> (bf16 autocast of G and D's heads (catgan train --amp), the frozen part's ProjectedDConfig
+# frozen_dtype / channels_last (None: the preset's), channels_last of G and the whole D (GANStep.wrap; None:
+# catgan train's default, off on the CPU))
+FROZEN_VARIANTS = {
+    "fp32, contiguous": (False, "float32", False, False),
+    "fp32, channels_last": (False, "float32", True, True),
+    "bf16, contiguous": (True, "bfloat16", False, False),
+    "bf16, channels_last": (True, "bfloat16", True, True),
+    "catgan train (preset: frozen part bf16 + channels_last)": (False, None, None, None),
+    "catgan train --amp": (True, None, None, None),
+}
+
+
+class FrozenTimer:
+    """Seconds a D spends in its frozen part (D.features: the pretrained network and the random mixing),
+    forward and backward, inside real GAN steps on the CPU (ops run synchronously there).
+
+    The forward is timed around D.features. The backward to the input (the G phase) runs in one stretch:
+    autograd runs ready nodes newest first, so every head's backward precedes it; it begins when the first
+    of the features' gradient functions runs (a hook on the features) and ends when the input's does (a
+    hook on the input). The D phase's inputs need no gradient: no backward there.
+    """
+
+    def __init__(self, D: torch.nn.Module):
+        self.seconds = 0.0
+        self._features = D.features
+        D.features = self._timed  # an instance attribute: D.forward calls it
+
+    def _timed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        t0 = time.perf_counter()
+        feats = self._features(x)  # four (B, C_i, S / r_i, S / r_i) maps
+        self.seconds += time.perf_counter() - t0
+        if x.requires_grad:
+            began: list[float] = []
+            for f in feats:
+                f.register_hook(lambda g: began.append(time.perf_counter()) or g)
+            x.register_hook(lambda g: self._backward_done(began) or g)
+        return feats
+
+    def _backward_done(self, began: list[float]) -> None:
+        self.seconds += time.perf_counter() - min(began)
+
+
+def frozen_variant_step(preset, variant, batch, steps, warmup) -> tuple[float, float]:
+    """(img/s, share of the step spent in D's frozen part) of catgan's GAN step (training.step.GANStep)
+    for one FROZEN_VARIANTS entry, on one batch held in memory, on the CPU."""
+    amp, frozen_dtype, frozen_cl, channels_last = variant
+    model, cfg = preset.model, dataclasses.replace(preset.train, batch=batch)
+    dcfg = model.discriminator
+    if frozen_dtype is not None:
+        dcfg = dataclasses.replace(dcfg, frozen_dtype=frozen_dtype, channels_last=frozen_cl)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    G, D = build_generator(model.generator), build_discriminator(dcfg).train()
+    gan = GANStep(G, D, cfg, model.generator, device, amp=amp).wrap(bool(channels_last))
+    timer = FrozenTimer(D)
+    real = torch.randint(0, 256, (batch, 3, model.image_size, model.image_size), dtype=torch.uint8)
+    for i in range(warmup):
+        gan(real, i, 1.0, train_g=True)
+    timer.seconds = 0.0
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        gan(real, i, 1.0, train_g=True)
+    elapsed = time.perf_counter() - t0
+    return steps * batch / elapsed, timer.seconds / elapsed
+
+
+def frozen_report(preset, batch: int, steps: int, warmup: int, repeats: int, names: list[str]) -> None:
+    """The FROZEN_VARIANTS entries `names`, interleaved over `repeats` rounds; medians, then the ratios."""
+    variants = {name: FROZEN_VARIANTS[name] for name in names}
+    info = model_info(preset.model.generator, preset.model.discriminator)
+    flop_share = info["step_d_frozen_gflop"] / info["step_gflop"]
+    frozen = info["step_d_frozen_gflop"]
+    print(f"# {preset.name}, batch {batch}: {info['step_gflop']:.3f} GFLOP/img/step, {frozen:.3f} of them")
+    print(f"# ({flop_share:.0%}) in D's frozen part; {cpu_name()}, torch {torch.__version__},")
+    print(f"# {torch.get_num_threads()} threads; {steps} timed step(s) after {warmup} warm-up step(s) per")
+    print(f"# variant and round, median of {repeats} interleaved round(s)")
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    shares: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved: a busy machine slows every variant alike
+        for name, variant in variants.items():
+            rate, share = frozen_variant_step(preset, variant, batch, steps, warmup)
+            rates[name].append(rate)
+            shares[name].append(share)
+    print(f"\n| {'variant':<56} | img/s | range (rounds) | frozen share of the step |")
+    print(f"|{'-' * 58}|------:|---------------:|-------------------------:|")
+    first = next(iter(variants))
+    base = statistics.median(rates[first])
+    for name in variants:
+        rate, share = statistics.median(rates[name]), statistics.median(shares[name])
+        spread = f"{min(rates[name]):.1f}-{max(rates[name]):.1f}"
+        print(f"| {name:<56} | {rate:5.1f} | {spread:>14} | {share:24.0%} |")
+    print()
+    for name in list(variants)[1:]:
+        print(f"{preset.name} {name} / {first}: {statistics.median(rates[name]) / base:.2f}x")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def synthetic_dataset(folder: Path, n: int, size: int) -> Path:
@@ -193,6 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="repeat the round; report the median")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for MFU")
     p.add_argument("--amp", action="store_true", help="CPU: also time bf16 autocast (catgan train --amp)")
+    p.add_argument("--batch", type=int, default=None, help="a frozen-part D's batch (default: the preset's)")
+    p.add_argument("--variants", help="a frozen-part D: ';'-separated FROZEN_VARIANTS names (default: all)")
     p.add_argument(
         "--batches",
         default="",
@@ -214,13 +321,22 @@ def main(argv=None) -> int:
     steps = args.steps or (100 if cuda else 8)
     warmup = args.warmup or (20 if cuda else 2)
     torch.set_num_threads(args.threads or cpu_count())
+    if build_discriminator(preset.model.discriminator).frozen_modules():  # projected-64, projected-128
+        if cuda:
+            p.error(f"{preset.name}: the frozen-part timing runs on the CPU (its hooks time ops as they run)")
+        warmup = 1 if args.warmup is None else args.warmup  # a step of these takes seconds on a CPU
+        names = [n.strip() for n in args.variants.split(";")] if args.variants else list(FROZEN_VARIANTS)
+        if unknown := [n for n in names if n not in FROZEN_VARIANTS]:
+            p.error(f"--variants: unknown {unknown}; known: {'; '.join(FROZEN_VARIANTS)}")
+        frozen_report(preset, args.batch or preset.train.batch, args.steps or 2, warmup, args.repeats, names)
+        return 0
     workers = args.workers if args.workers is not None else min(4, cpu_count())
     size = preset.model.image_size
     given = [b.strip() for b in args.batches.split(",") if b.strip()]
     if not all(b.isdigit() and int(b) > 0 for b in given):
         p.error(f"--batches takes positive batch sizes, got {args.batches!r}")
     batches = [b for b in dict.fromkeys(map(int, given)) if b != preset.train.batch]  # the preset's is timed
-    gflop = model_info(preset.model)["step_gflop"]
+    gflop = model_info(preset.model.generator, preset.model.discriminator)["step_gflop"]
 
     tmp = tempfile.TemporaryDirectory()
     data = Path(args.data) if args.data else REPO / "data" / "faces" / f"cats-{size}"

@@ -13,7 +13,7 @@ from PIL import Image
 
 from catgan import checkpoint as ckpt
 from catgan.config import get_preset, to_dict
-from catgan.models.dcgan import Discriminator, Generator
+from catgan.models import build_discriminator, build_generator
 
 STEP = 12
 
@@ -27,11 +27,11 @@ def make_run(run_dir: Path, ema: bool = True, step: int = STEP) -> dict[str, tor
     preset = get_preset("tiny-16")
     model, train = preset.model, dataclasses.replace(preset.train, ema=0.9 if ema else 0.0)
     torch.manual_seed(0)
-    G, D = Generator(model), Discriminator(model)
+    G, D = build_generator(model.generator), build_discriminator(model.discriminator)
     G.train()
     with torch.no_grad():
         for _ in range(3):  # moves BN running stats away from (0, 1)
-            G(torch.randn(8, model.z_dim) * 2 + 0.5)
+            G(torch.randn(8, model.generator.z_dim) * 2 + 0.5)
     G_ema = copy.deepcopy(G)
     with torch.no_grad():
         for p in G_ema.parameters():

@@ -70,3 +70,28 @@ def test_square_box_and_clip():
     clipped = align.clip_to_photo(box, 100, 70)
     assert clipped.side == pytest.approx(50.0)
     assert clipped.x0 >= 0 and clipped.y0 + clipped.side <= 70
+
+
+def test_geometry_check_drops_impossible_faces_with_the_failed_rule():
+    good = face_points((200.0, 150.0), 40.0, 25.0)
+    align.check_geometry(Landmarks(good))  # the synthetic template is a plausible face at any angle
+    cases = {
+        "of the face width apart": _squeeze_eyes,
+        "below the eyes": lambda p: _move(p, 2, (0.0, -0.8)),  # the mouth above the eye line
+        "ear tip": lambda p: _move(p, 4, (0.0, 2.0)),  # the left ear tip below the eyes
+    }
+    for match, broken in cases.items():
+        p = broken(face_points((200.0, 150.0), 40.0, 0.0))
+        with pytest.raises(AnnotationError, match=match):
+            align.check_geometry(Landmarks(p))
+
+
+def _squeeze_eyes(p: np.ndarray) -> np.ndarray:
+    mid = (p[0] + p[1]) / 2
+    p[0], p[1] = mid - [3.0, 0.0], mid + [3.0, 0.0]  # eyes 6 px apart on a 92 px wide face
+    return p
+
+
+def _move(p: np.ndarray, i: int, by_eye_distances: tuple[float, float]) -> np.ndarray:
+    p[i] = (p[0] + p[1]) / 2 + np.asarray(by_eye_distances) * 40.0
+    return p

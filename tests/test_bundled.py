@@ -7,21 +7,24 @@ import torch
 from PIL import Image
 
 from catgan import generate as g
+from catgan import sources
 from catgan.cli import main
 from catgan.config import PRESETS, to_dict
-from catgan.train import RESUMABLE_FIELDS
+from catgan.training.state import RESUMABLE_FIELDS
 from gen_helpers import read_png
 
-pytestmark = pytest.mark.skipif(not g.list_bundled(), reason="no bundled weights in this checkout")
-needs_cats_128 = pytest.mark.skipif("cats-128" not in g.list_bundled(), reason="no cats-128 in this checkout")
+pytestmark = pytest.mark.skipif(not sources.list_bundled(), reason="no bundled weights in this checkout")
+needs_cats_128 = pytest.mark.skipif(
+    "cats-128" not in sources.list_bundled(), reason="no cats-128 in this checkout"
+)
 
 
 def test_the_default_is_cats_64():
     gen = g.load_generator()
-    assert gen.name == g.DEFAULT_MODEL == "cats-64" and gen.model.image_size == 64
+    assert gen.name == sources.DEFAULT_MODEL == "cats-64" and gen.model.image_size == 64
 
 
-@pytest.mark.parametrize("name", g.list_bundled())
+@pytest.mark.parametrize("name", sources.list_bundled())
 def test_bundled_model_loads_verified_and_draws_distinct_cats(name: str):
     gen = g.load_generator(model=name)  # its sha256 checked on load
     size = int(name.rsplit("-", 1)[1])  # cats-64 draws 64 px, cats-128 128 px
@@ -38,9 +41,10 @@ def test_bundled_model_loads_verified_and_draws_distinct_cats(name: str):
     "name, preset", [("cats-64", "cats-64"), pytest.param("cats-128", "cats-128-lite", marks=needs_cats_128)]
 )
 def test_bundled_model_was_trained_with_the_preset_that_names_its_recipe(name: str, preset: str):
-    _, model, provenance = g.read_generator(name)
+    _, model, provenance = sources.read_generator(sources.resolve(name))
     trained = provenance["train_config"]  # the run's TrainConfig, as the export recorded it
-    assert model == PRESETS[preset].model
+    assert model == PRESETS[preset].model.generator
+    assert provenance["discriminator_config"] == to_dict(PRESETS[preset].model.discriminator)  # a v1 file's
     # every setting that shapes the weights (not when to stop or log); e.g. cats-64 was trained with flips
     shaping = to_dict(PRESETS[preset].train).items()
     recipe = {k: v for k, v in shaping if k in trained and k not in RESUMABLE_FIELDS}

@@ -10,15 +10,15 @@ import torch
 from catgan import checkpoint as ckpt
 from catgan.config import get_preset
 from catgan.errors import CatganError
-from catgan.models.dcgan import Generator
+from catgan.models import build_generator
 
 TINY = get_preset("tiny-16")
 
 
 def state(step: int = 1) -> dict:
-    G = Generator(TINY.model)
+    G = build_generator(TINY.model.generator)
     opt = torch.optim.Adam(G.parameters())
-    G(torch.randn(2, TINY.model.z_dim)).mean().backward()
+    G(torch.randn(2, TINY.model.generator.z_dim)).mean().backward()
     opt.step()
     return {
         "G": G.state_dict(), "opt_g": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
@@ -40,9 +40,8 @@ def test_failed_write_leaves_the_previous_file_and_no_temp(tmp_path, monkeypatch
     path = ckpt.checkpoint_path(tmp_path, 1)
     ckpt.save_checkpoint(path, state(step=1))
 
-    def full(obj, f, *a, **kw):
-        with open(f, "wb") as fh:
-            fh.write(b"half a checkpoint")
+    def full(obj, f, *a, **kw):  # f: the file object checkpoint_integrity.save_torch hands torch.save
+        f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt.torch, "save", full)

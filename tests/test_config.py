@@ -4,8 +4,19 @@ import json
 
 import pytest
 
-from catgan.config import PRESETS, ModelConfig, TrainConfig, diff, dumps, from_dict, get_preset, to_dict
+from catgan.config import (
+    PRESETS,
+    RunOptions,
+    TrainConfig,
+    dcgan,
+    diff,
+    dumps,
+    from_dict,
+    get_preset,
+    model_from_dict,
+)
 from catgan.errors import CatganError
+from catgan.models.dcgan import DCGANGeneratorConfig
 
 
 @pytest.mark.parametrize(
@@ -21,6 +32,8 @@ from catgan.errors import CatganError
         (dict(r1_gamma=-1.0), "r1_gamma must be >= 0"),
         (dict(lr_decay_steps=-1), "lr_decay_steps must be >= 0, got -1"),
         (dict(diffaug="color,zoom"), r"diffaug policy .* \['zoom'\]"),
+        (dict(batch=8.0), r"TrainConfig.batch must be a whole number, got 8.0"),
+        (dict(flip="no"), r"TrainConfig.flip must be true or false"),
     ],
 )
 def test_train_config_rejects_bad_values(kwargs, message):
@@ -34,38 +47,45 @@ def test_train_config_rejects_bad_values(kwargs, message):
         (dict(arch="resnet"), "arch must be one of"),
         (dict(image_size=100), "image_size must be one of .* got 100"),
         (dict(latent="cauchy"), "latent must be one of"),
-        (dict(z_dim=0), "z_dim must be >= 1, got 0"),
+        (dict(z_dim=0), r"z_dim must be in \[1, 1048576\], got 0"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
     with pytest.raises(CatganError, match=message):
-        ModelConfig(**kwargs)
+        dcgan(**kwargs)
+
+
+def test_run_options_are_checked():
+    with pytest.raises(CatganError, match="log_every must be >= 1, got 0"):
+        RunOptions(log_every=0)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_round_trip_through_json(name):
     p = get_preset(name)
     data = json.loads(dumps(model=p.model, train=p.train))
-    assert from_dict(ModelConfig, data["model"]) == p.model
+    assert model_from_dict(data["model"]) == p.model
     assert from_dict(TrainConfig, data["train"]) == p.train
 
 
 def test_thesis_preset_is_the_original_system():
     p = get_preset("thesis-128")
-    assert (p.model.arch, p.model.image_size, p.model.kernel, p.model.z_dim, p.model.latent) == (
+    g = p.model.generator
+    assert (g.arch, g.image_size, g.kernel, g.z_dim, g.latent, p.model.discriminator.kernel) == (
         "thesis",
         128,
         5,
         100,
         "uniform",
+        5,
     )
     assert (p.train.lr_d, p.train.lr_g, p.train.beta1, p.train.batch) == (5e-5, 2e-4, 0.5, 64)
     assert (p.train.loss, p.train.label_smoothing) == ("bce", 0.9)
 
 
 def test_unknown_fields_and_presets_are_refused():
-    with pytest.raises(CatganError, match=r"ModelConfig has no field\(s\) \['depth'\]"):
-        from_dict(ModelConfig, {**to_dict(ModelConfig()), "depth": 3})
+    with pytest.raises(CatganError, match=r"DCGANGeneratorConfig has no field\(s\) \['depth'\]"):
+        from_dict(DCGANGeneratorConfig, {"family": "dcgan", "depth": 3})
     with pytest.raises(CatganError, match="unknown preset 'cats-512'; choose one of: thesis-128"):
         get_preset("cats-512")
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -9,11 +11,9 @@ import torch
 from PIL import Image
 
 from catgan.data.dataset import (
-    batch_indices,
     dataset_fingerprint,
     epoch_permutation,
     load_dataset,
-    random_hflip,
     to_float,
     to_uint8,
 )
@@ -72,16 +72,38 @@ def test_fingerprint_changes_with_any_image(prepared, tmp_path):
     assert dataset_fingerprint(copy) != fp
 
 
-def test_batches_are_shuffled_and_reproducible():
+def test_permutation_is_shuffled_and_reproducible():
     g = torch.Generator().manual_seed(0)
     p = epoch_permutation(10, g)
     assert sorted(p.tolist()) == list(range(10)) and p.dtype == torch.int64
     assert torch.equal(p, epoch_permutation(10, torch.Generator().manual_seed(0)))
-    batches = list(batch_indices(10, 4, torch.Generator().manual_seed(1)))
-    assert [len(b) for b in batches] == [4, 4]
-    batches = list(batch_indices(10, 4, torch.Generator().manual_seed(1), drop_last=False))
-    assert [len(b) for b in batches] == [4, 4, 2]
-    assert sorted(torch.cat(batches).tolist()) == list(range(10))
+    assert not torch.equal(p, epoch_permutation(10, g))  # the generator moves on: the next epoch differs
+
+
+def test_a_decompression_bomb_in_a_dataset_is_one_clear_line(prepared, tmp_path):
+    copy = shutil.copytree(prepared, tmp_path / "cats-16")
+    victim = sorted(copy.glob("*.png"))[3]
+    victim.write_bytes(_png_header(30000, 30000))  # claims 900 Mpx: Pillow refuses it at open
+    with pytest.raises(
+        CatganError, match=rf"cannot read dataset image .*{victim.name}: .*decompression bomb"
+    ):
+        load_dataset(copy)
+    victim.write_bytes(_png_header(8000, 8000))  # under Pillow's limit: the header check stops it
+    with pytest.raises(CatganError, match=rf"{victim.name} is 8000x8000, the dataset's images are 16x16"):
+        load_dataset(copy)
+    victim.write_bytes(b"not a png")
+    with pytest.raises(CatganError, match=f"cannot read dataset image .*{victim.name}"):
+        load_dataset(copy)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 def test_float_uint8_round_trip():
@@ -90,11 +112,3 @@ def test_float_uint8_round_trip():
     assert f.dtype == torch.float32 and f.min() == -1 and f.max() == 1
     assert torch.equal(to_uint8(f), u)
     assert torch.equal(to_uint8(torch.tensor([-5.0, 5.0])), torch.tensor([0, 255], dtype=torch.uint8))
-
-
-def test_random_hflip():
-    x = torch.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
-    y = random_hflip(x.repeat(8, 1, 1, 1), torch.Generator().manual_seed(0))
-    flipped = [torch.equal(y[i], x[i % 2].flip(-1)) for i in range(16)]
-    same = [torch.equal(y[i], x[i % 2]) for i in range(16)]
-    assert all(a or b for a, b in zip(flipped, same, strict=True)) and any(flipped) and any(same)

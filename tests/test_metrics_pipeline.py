@@ -92,6 +92,7 @@ def test_reference_cache_reused_and_invalidated_on_file_change(tmp_path):
 def test_fid_evaluator_says_when_it_computes_the_reference(tmp_path, dataset):
     said = []
     kwargs = dict(n=4, batch=4, cache_dir=tmp_path, extractor=TinyExtractor(), log=said.append)
+    kwargs["holdout"] = False  # the faces as given: no note about a held-out split
     FIDEvaluator(dataset, **kwargs)  # a cache miss: the features are computed, in one line
     assert len(said) == 1 and "24 images" in said[0] and str(tmp_path) in said[0]
     FIDEvaluator(dataset, **kwargs)  # a hit: silent
@@ -145,7 +146,7 @@ def test_evaluate_generator_keys_and_json(tmp_path, dataset, cfg):
         assert key in result, key
     assert result["n"] == 16 and result["n_real"] == 24 and result["resize"] == "area 4x4 (test)"
     assert result["fid"] > 0 and result["precision"] < 0.5
-    assert set(result["nn_distance"]) == {"inception", "pixel"}
+    assert set(result["nn_distance"]) == {"tiny-test-extractor", "pixel"}  # named after the space
     json.dumps(result)
     assert "FID" in format_table(result) and "resize" in format_table(result)
     from PIL import Image
@@ -255,7 +256,7 @@ def test_error_n_larger_than_available(tmp_path, dataset, other_dataset):
         evaluate_real(dataset, dataset, TinyExtractor(), EvalConfig(n=13, catface=False), tmp_path)
     with pytest.raises(CatganError, match="n=25 is larger than the 24 images"):
         evaluate_real(dataset, other_dataset, TinyExtractor(), EvalConfig(n=25, catface=False), tmp_path)
-    with pytest.raises(CatganError, match="n must be >= 2"):
+    with pytest.raises(CatganError, match=r"n must be >= 4 \(FID needs 2 samples"):
         EvalConfig(n=1)
 
 
@@ -286,9 +287,12 @@ def test_pairs_png_and_json_out_unwritable_are_one_line_errors(tmp_path, dataset
     monkeypatch.setattr(InceptionExtractor, "load", classmethod(lambda cls, *a, **k: TinyExtractor()))
     argv = ["evaluate", "--data", str(dataset), "--against", str(dataset), "--n", "8", "--no-catface"]
     argv += ["--kid-subsets", "2", "--kid-subset-size", "4", "--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()  # the library call's progress lines
     assert main([*argv, "--out", str(bad / "m.json")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "could not write results" in err
+    assert err.count("\n") == 1 and "could not write results" in err  # refused before any pass
+    assert main([*argv, "--pairs", str(bad / "p.png")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
     assert main([*argv, "--out", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["n"] == 8
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left

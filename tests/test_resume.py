@@ -16,16 +16,19 @@ import torch
 
 from catgan import checkpoint as ckpt
 from catgan.cli import main
-from catgan.config import get_preset
+from catgan.config import GANConfig, RunOptions, get_preset
 from catgan.errors import CatganError
-from catgan.train import train
+from catgan.training.loop import train
 
 TINY = get_preset("tiny-16")
 # everything that draws random numbers: flips, DiffAugment, lazy R1, EMA
 CFG = dataclasses.replace(
     TINY.train, batch=4, ema=0.9, flip=True, diffaug="color,translation,cutout", r1_gamma=0.5, r1_every=2,
-    sample_every=3, keep_checkpoints=10,
 )  # fmt: skip
+# a sample grid and a checkpoint per epoch of 3 steps
+QUIET = RunOptions(
+    device="cpu", progress=False, threads=1, sample_every=3, checkpoint_every=3, keep_checkpoints=10
+)
 COMPARED = ("G", "D", "G_ema", "opt_g", "opt_d", "data_rng", "noise_rng", "cpu_rng", "step", "epoch")
 
 
@@ -43,13 +46,15 @@ def fit(data, run_dir, resume=False, init_from=None, **kw):
         TINY.model,
         cfg,
         run_dir,
-        device="cpu",
-        progress=False,
-        threads=1,
+        QUIET,
         resume=resume,
         log=lambda _: None,
         init_from=init_from,
     )
+
+
+def wider_g() -> GANConfig:
+    return GANConfig(dataclasses.replace(TINY.model.generator, g_base=16), TINY.model.discriminator)
 
 
 def assert_same_state(a: dict, b: dict, keys=COMPARED) -> None:
@@ -105,9 +110,9 @@ def test_resume_with_another_config_is_refused_with_the_differences(data, tmp_pa
     fit(data, tmp_path, epochs=1)
     with pytest.raises(CatganError, match=r"train\.lr_d: 0\.0002 -> 0\.0001; train\.flip: True -> False"):
         fit(data, tmp_path, epochs=2, lr_d=1e-4, flip=False)
-    with pytest.raises(CatganError, match=r"model\.g_base: 8 -> 16"):
-        model = dataclasses.replace(TINY.model, g_base=16)
-        train(data, model, CFG, tmp_path, device="cpu", progress=False, threads=1, log=lambda _: None)
+    with pytest.raises(CatganError, match=r"model\.generator\.g_base: 8 -> 16"):
+        model = wider_g()
+        train(data, model, CFG, tmp_path, QUIET, log=lambda _: None)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000003.pt"]  # untouched
 
 
@@ -140,7 +145,8 @@ def _train_process(data, run_dir) -> subprocess.Popen:
         "--diffaug",
         "color,translation,cutout",
     ]
-    args += ["--r1", "0.5", "--sample-every", "3", "--keep", "10", "--threads", "1", "--no-progress"]
+    args += ["--r1", "0.5", "--sample-every", "3", "--checkpoint-every", "3", "--keep", "10"]
+    args += ["--threads", "1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -291,10 +297,11 @@ def test_init_from_errors_are_one_line_and_write_nothing(data, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CatganError, match="no checkpoint at .*empty"):
         fit(data, child, init_from=tmp_path / "empty")
-    with pytest.raises(CatganError, match=r"holds another model \(saved -> asked\): g_base: 8 -> 16"):
-        model = dataclasses.replace(TINY.model, g_base=16)
-        kw = {"device": "cpu", "progress": False, "threads": 1, "log": lambda _: None}
-        train(data, model, CFG, child, init_from=tmp_path / "parent", **kw)
+    with pytest.raises(
+        CatganError, match=r"holds another model \(saved -> asked\): generator\.g_base: 8 -> 16"
+    ):
+        model = wider_g()
+        train(data, model, CFG, child, QUIET, init_from=tmp_path / "parent", log=lambda _: None)
     path = ckpt.latest_checkpoint(tmp_path / "parent")
     state = ckpt.load_checkpoint(path)
     del state["opt_g"]
@@ -325,7 +332,7 @@ def test_init_from_a_generator_trains_a_new_d_alone_then_both(data, generator_fi
     tensors, _, _ = ckpt.load_generator_file(generator_file)
     child = tmp_path / "child"
     args = ["train", str(data), "--run", str(child), "--init-from", str(generator_file), "--epochs", "4"]
-    assert main([*args, "--d-warmup", "3", "--threads", "1", "--no-progress"]) == 0
+    assert main([*args, "--d-warmup", "3", "--checkpoint-every", "3", "--threads", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "starting from gen.safetensors at step 3" in out
     assert "training D alone (G frozen) until step 6 (--d-warmup 3)" in out
@@ -348,7 +355,7 @@ def test_init_from_a_generator_trains_a_new_d_alone_then_both(data, generator_fi
     assert origin["train_config"] == recorded["provenance"]["train_config"]
     # the export's lineage knows it came from a file, not from a run to average with
     with pytest.raises(CatganError, match=r"not an ancestor of this run \(child was started from gen"):
-        from catgan.generate import export_run
+        from catgan.export import export_run
 
         export_run(child, tmp_path / "x.safetensors", average_from=3, average_with=[generator_file.parent])
 
@@ -402,9 +409,8 @@ def test_init_from_a_generator_errors_are_one_line_and_write_nothing(data, gener
     with pytest.raises(CatganError, match=r"no bundled model of that name \(bundled: .*cats-64"):
         fit(data, child, init_from="cats-6")
     with pytest.raises(CatganError, match=r"holds another model \(saved -> asked\): g_base: 8 -> 16"):
-        model = dataclasses.replace(TINY.model, g_base=16)
-        kw = {"device": "cpu", "progress": False, "threads": 1, "log": lambda _: None}
-        train(data, model, CFG, child, init_from=generator_file, **kw)
+        model = wider_g()
+        train(data, model, CFG, child, QUIET, init_from=generator_file, log=lambda _: None)
     with pytest.raises(CatganError, match="holds another model"):  # the bundled 64 px model, a 16 px run
         fit(data, child, init_from="cats-64")
     broken = tmp_path / "broken.safetensors"

@@ -16,17 +16,20 @@ import torch
 from catgan import checkpoint as ckpt
 from catgan import losses
 from catgan.cli import main
-from catgan.config import get_preset
+from catgan.config import RunOptions, dcgan, get_preset
 from catgan.errors import CatganError
-from catgan.models.dcgan import Discriminator, Generator
-from catgan.train import train
+from catgan.models import build_discriminator, build_generator
+from catgan.training.loop import train
 
 TINY = get_preset("tiny-16")
 
 
 def tiny_cfg(**kw):
-    base = dict(epochs=1, sample_every=0, keep_checkpoints=5)
-    return dataclasses.replace(TINY.train, **{**base, **kw})
+    return dataclasses.replace(TINY.train, **{"epochs": 1, **kw})
+
+
+# a checkpoint per epoch of images(): 32 images, batch 8
+OUTPUT = {"sample_every": 0, "checkpoint_every": 4, "keep_checkpoints": 5}
 
 
 def images(n: int = 32, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -39,13 +42,17 @@ def images(n: int = 32, size: int = 16, seed: int = 0) -> torch.Tensor:
 def run(tmp_path, model=TINY.model, name="run", data=None, **kw):
     cfg = tiny_cfg(**{k: v for k, v in kw.items() if k in {f.name for f in dataclasses.fields(TINY.train)}})
     opts = {k: v for k, v in kw.items() if k not in {f.name for f in dataclasses.fields(TINY.train)}}
-    opts = {"device": "cpu", "progress": False, "threads": 1, "log_every": 1, "log": lambda _: None, **opts}
-    return train(images() if data is None else data, model, cfg, tmp_path / name, **opts)
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    options = RunOptions(**{"device": "cpu", "progress": False, "threads": 1, "log_every": 1, **OUTPUT,
+                            **{k: v for k, v in opts.items() if k in run_fields}})  # fmt: skip
+    rest = {"log": lambda _: None, **{k: v for k, v in opts.items() if k not in run_fields}}
+    return train(images() if data is None else data, model, cfg, tmp_path / name, options, **rest)
 
 
 def initial(model, seed=0):
     torch.manual_seed(seed)  # the same order as train(): G, then D
-    return Generator(model).state_dict(), Discriminator(model).state_dict()
+    G, D = build_generator(model.generator), build_discriminator(model.discriminator)
+    return G.state_dict(), D.state_dict()
 
 
 VARIANTS = {
@@ -59,21 +66,22 @@ VARIANTS = {
     "spectral-norm": ({"spectral_norm": True, "d_batchnorm": False}, {"loss": "hinge"}),
     "thesis-arch": ({"arch": "thesis", "kernel": 5, "latent": "uniform"}, {}),
     "amp-channels-last": ({}, {"amp": True, "channels_last": True}),
+    "mlp-family": ({}, {}),  # the test family (catgan.models.mlp): the same loop, another registry line
 }  # fmt: skip
+TINY_FLAT = dict(arch="dcgan", image_size=16, z_dim=16, g_base=8, d_base=8, max_channels=32)  # tiny-16
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_steps_move_every_parameter_and_keep_losses_finite(tmp_path, name):
     model_kw, kw = VARIANTS[name]
-    model = dataclasses.replace(TINY.model, **model_kw)
+    model = get_preset("mlp-16").model if name == "mlp-family" else dcgan(**{**TINY_FLAT, **model_kw})
     result = run(tmp_path, model=model, max_steps=3, **kw)
     assert result.steps == 3 and math.isfinite(result.loss_d) and math.isfinite(result.loss_g)
     g0, d0 = initial(model)
     state = ckpt.load_checkpoint(result.checkpoint)
     for net, before in (("G", g0), ("D", d0)):
-        params = dict(
-            (Generator if net == "G" else Discriminator)(model).named_parameters()
-        )  # names of the trainable tensors (BatchNorm running stats and SN vectors are buffers)
+        build = build_generator(model.generator) if net == "G" else build_discriminator(model.discriminator)
+        params = dict(build.named_parameters())  # trainable tensors (BN running stats, SN vectors: buffers)
         for key in params:
             if kw.get("loss") == "hinge" and key.startswith("head.0.bias"):
                 # while every logit is inside the margin (as at init), the hinge loss's gradient on D's
@@ -93,13 +101,15 @@ def test_cli_run_writes_config_samples_metrics_plot_and_prunes_checkpoints(tmp_p
 
     data = make_prepared_dataset(tmp_path / "data", n=16, size=16)
     argv = ["train", str(data), "--preset", "tiny-16", "--run", str(tmp_path / "r"), "--epochs", "4"]
-    argv += ["--batch", "4", "--keep", "2", "--sample-every", "6", "--threads", "1", "--no-progress"]
+    argv += ["--batch", "4", "--keep", "2", "--sample-every", "6", "--checkpoint-every", "4"]
+    argv += ["--threads", "1", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert '"batch": 4' in out  # the final config is printed
     run = tmp_path / "r"
     saved = json.loads((run / "config.json").read_text())
-    assert saved["train"]["batch"] == 4 and saved["model"]["image_size"] == 16
+    assert saved["train"]["batch"] == 4 and saved["model"]["generator"]["image_size"] == 16
+    assert saved["format"] == "catgan-run-v2" and saved["model"]["generator"]["family"] == "dcgan"
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-00000012.pt", "step-00000016.pt"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "step-000000.png", "step-000006.png", "step-000012.png", "step-000016.png"
@@ -116,7 +126,8 @@ def test_cli_run_writes_config_samples_metrics_plot_and_prunes_checkpoints(tmp_p
 def test_sample_grid_uses_the_seed_latents_of_generate(tmp_path):
     from PIL import Image
 
-    from catgan.generate import generate_images, load_generator, make_grid
+    from catgan.generate import generate_images, load_generator
+    from catgan.images import make_grid
 
     run(tmp_path, max_steps=2)
     loaded = load_generator(run=tmp_path / "run", device="cpu")
@@ -247,7 +258,7 @@ def test_compile_path_on_cpu(tmp_path):
 
 
 def test_ema_averages_parameters_copies_buffers_and_warms_up():
-    from catgan.train import ema_decay, update_ema
+    from catgan.training.step import ema_decay, update_ema
 
     model = torch.nn.BatchNorm1d(3)
     ema = torch.nn.BatchNorm1d(3).requires_grad_(False)
@@ -277,7 +288,7 @@ def test_a_step_launches_one_fused_adam_per_network_and_one_ema_update():
 
 
 def test_lr_scale_is_constant_then_a_straight_line_down():
-    from catgan.train import lr_scale
+    from catgan.training.state import lr_scale
 
     assert [lr_scale(s, 10, 4) for s in range(10)] == [1.0] * 7 + [0.75, 0.5, 0.25]
     assert {lr_scale(s, 10, 0) for s in range(10)} == {1.0}  # 0: constant
@@ -295,3 +306,104 @@ def test_lr_decay_lowers_both_learning_rates_over_the_last_steps(tmp_path):
     for name, weights in state["G"].items():  # smaller last steps: other weights, though the same data
         if weights.is_floating_point() and "running" not in name:
             assert not torch.equal(weights, constant["G"][name]), name
+
+
+# ---- a new user's first hour (issue 38): the run folder, the data it records, nothing left to do -------
+
+
+def _train_argv(data, run, *extra: str) -> list[str]:
+    base = ["train", str(data), "--preset", "tiny-16", "--run", str(run), "--batch", "4", "--epochs", "0"]
+    return base + ["--threads", "1", "--no-progress", "--sample-every", "0", *extra]
+
+
+def test_a_folder_that_is_not_a_catgan_run_is_refused_naming_what_is_in_it(tmp_path, capsys):
+    from synth import make_prepared_dataset
+
+    data = make_prepared_dataset(tmp_path / "data", n=8, size=16)
+    mine = tmp_path / "holiday"
+    mine.mkdir()
+    for name in ("beach.jpg", "notes.txt", "tax-2025.pdf", "cat.png", "zoo.jpg"):
+        (mine / name).write_text("mine")
+    assert main(_train_argv(data, mine, "--max-steps", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a catgan run" in err and "5 other file(s)" in err
+    assert "beach.jpg" in err and "--run" in err and "new folder" in err
+    assert sorted(p.name for p in mine.iterdir()) == [
+        "beach.jpg",
+        "cat.png",
+        "notes.txt",
+        "tax-2025.pdf",
+        "zoo.jpg",
+    ]
+    # an empty folder and a catgan run (its config.json, or its checkpoints/) are taken
+    (tmp_path / "empty").mkdir()
+    assert main(_train_argv(data, tmp_path / "empty", "--max-steps", "1")) == 0
+    assert main(_train_argv(data, tmp_path / "empty", "--max-steps", "2")) == 0  # a run now: it goes on
+    capsys.readouterr()
+
+
+def test_a_new_run_takes_the_recommended_preset():
+    from catgan.training.state import DEFAULT_PRESET, resolve_configs
+
+    model, cfg, _ = resolve_configs("no/such/run", None, None, {})
+    assert DEFAULT_PRESET == "cats-64" and (model, cfg) == (
+        get_preset("cats-64").model,
+        get_preset("cats-64").train,
+    )
+
+
+def test_resuming_on_a_smaller_dataset_past_its_epoch_end_does_not_hang(tmp_path):
+    """The issue's case: saved at epoch 0, batch 6; resumed on data of 5 steps per epoch (it spun forever)."""
+    import subprocess
+    import sys
+
+    from synth import make_prepared_dataset
+
+    big, small = (
+        make_prepared_dataset(tmp_path / "big", n=40),
+        make_prepared_dataset(tmp_path / "small", n=20),
+    )
+    run_dir = tmp_path / "r"
+    assert main(_train_argv(big, run_dir, "--max-steps", "6")) == 0  # 10 steps per epoch
+    saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (6, 0, 6)
+    argv = _train_argv(small, run_dir, "--max-steps", "8", "--allow-new-data")  # 5 steps per epoch
+    done = subprocess.run(
+        [sys.executable, "-m", "catgan", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (8, 1, 2)  # the next epoch, 2 steps in
+
+
+def test_check_dataset_refuses_other_data_naming_both_unless_allowed(tmp_path):
+    from catgan.data.dataset import load_dataset
+    from catgan.training.state import check_dataset, dataset_identity
+    from synth import make_prepared_dataset
+
+    a, b = make_prepared_dataset(tmp_path / "a", n=8), make_prepared_dataset(tmp_path / "b", n=8, seed=1)
+    id_a, id_b = (dataset_identity(p, load_dataset(p)) for p in (a, b))
+    assert id_a["images"] == 8 and id_a["path"] == str(a.resolve()) and id_a["sha256"] != id_b["sha256"]
+    assert dataset_identity(tmp_path / "a", load_dataset(a)) == id_a  # the folder above names the same data
+    run_dir = tmp_path / "r"
+    assert check_dataset(run_dir, id_b, allow_new_data=False) is None  # a new run records nothing yet
+    ckpt.save_run_config(run_dir, TINY.model, TINY.train, dataset=id_a)  # as the loop records it
+    assert check_dataset(run_dir, id_a, allow_new_data=False) is None
+    with pytest.raises(CatganError, match="the dataset changed") as info:
+        check_dataset(run_dir, id_b, allow_new_data=False)
+    msg = str(info.value)
+    assert (
+        str(a.resolve()) in msg and str(b.resolve()) in msg and "--allow-new-data" in msg and "\n" not in msg
+    )
+    assert "--allow-new-data" in check_dataset(run_dir, id_b, allow_new_data=True)
+    tensor = images(8)
+    assert dataset_identity(tensor, tensor)["sha256"] == dataset_identity(tensor.clone(), tensor)["sha256"]
+
+
+def test_finished_says_the_step_and_what_to_raise():
+    from catgan.training.state import finished
+
+    assert finished(None, 10) is None and finished({"step": 9}, 10) is None
+    assert (
+        finished({"step": 10}, 10) == "this run finished at step 10; raise --max-steps or --epochs to go on"
+    )

@@ -32,8 +32,9 @@ from PIL import Image  # noqa: E402
 
 from catgan.checkpoint import export_generator  # noqa: E402
 from catgan.config import get_preset  # noqa: E402
-from catgan.generate import LoadedGenerator, generate_images, load_generator, make_grid  # noqa: E402
-from catgan.models.dcgan import Generator  # noqa: E402
+from catgan.generate import LoadedGenerator, generate_from_latents, generate_images, load_generator  # noqa: E402
+from catgan.images import make_grid  # noqa: E402
+from catgan.models import build_generator  # noqa: E402
 from catgan.web.app import PngCache, create_app, make_etag, parse_seed_list  # noqa: E402
 
 SEED_LIMIT = 2**32
@@ -42,11 +43,11 @@ SEED_LIMIT = 2**32
 def export_tiny(path: Path, seed: int = 0) -> Path:
     """A random tiny-16 generator exported as the CLI would load it."""
     torch.manual_seed(seed)
-    G = Generator(get_preset("tiny-16").model)
+    G = build_generator(get_preset("tiny-16").model.generator)
     for p in G.parameters():  # DCGAN's init (std 0.02) draws flat grey at this size: give the cats contrast
         if p.dim() > 1:
             torch.nn.init.normal_(p, 0.0, 0.2)
-    return export_generator(G.state_dict(), get_preset("tiny-16").model, path)
+    return export_generator(G.state_dict(), get_preset("tiny-16").model.generator, path)
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +413,119 @@ def test_bind_makes_a_tcp_socket_and_names_a_busy_port():
             _bind("127.0.0.1", sock.getsockname()[1])
     finally:
         sock.close()
+
+
+# ---- your own cat: upload, project, edit, morph (web.own) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_client(gen):
+    from catgan.projection.project import ProjectConfig
+    from catgan.web.own import OwnCatLimits
+
+    limits = OwnCatLimits(max_bytes=100_000, max_pixels=300 * 300, steps=3)
+    config = ProjectConfig(steps=3, encoder="none", perceptual="selfsup")
+    with TestClient(create_app(gen, own=limits, project_config=config)) as c:
+        yield c
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url_array(url: str) -> np.ndarray:
+    import base64
+
+    assert url.startswith("data:image/png;base64,")
+    return png_array(base64.b64decode(url.split(",", 1)[1]))
+
+
+def test_upload_projects_and_its_latent_edits_and_morphs(own_client, gen, monkeypatch):
+    import builtins
+    import tempfile
+
+    from catgan.web.own import decode_latent
+
+    real_open = builtins.open
+
+    def no_writes(file, mode="r", *a, **kw):  # nothing of the upload may reach the disk
+        assert not set(mode) & set("wax+"), f"opened {file} for writing during an upload"
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(builtins, "open", no_writes)
+    for name in ("mkstemp", "NamedTemporaryFile", "SpooledTemporaryFile", "TemporaryFile"):
+        monkeypatch.setattr(tempfile, name, lambda *a, **k: pytest.fail("a temporary file was made"))
+    own_cat = generate_images(gen, [7])[0]  # (3, 16, 16): a face this generator can draw
+    photo = torch.nn.functional.interpolate(own_cat[None].float(), size=48, mode="nearest")[0].byte()
+    r = own_client.post(
+        "/api/project?align=crop", content=png_bytes(photo), headers={"content-type": "image/png"}
+    )
+    monkeypatch.undo()
+    assert r.status_code == 200, r.text
+    assert r.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in r.headers
+    body = r.json()
+    z = decode_latent(body["latent"], 16)  # (1, 16)
+    assert data_url_array(body["aligned"]).shape == (16, 16, 3)
+    projected = data_url_array(body["projected"])
+    assert np.array_equal(projected, expected(generate_from_latents(gen, z)[0]))
+    assert body["psnr"] > 5 and body["seconds"] >= 0
+
+    plain = own_client.get(f"/api/edit.png?z={body['latent']}")
+    assert plain.status_code == 200 and "etag" in plain.headers
+    assert np.array_equal(png_array(plain.content), projected)
+    moved = own_client.get(f"/api/edit.png?z={body['latent']}&d=0:2,1:-1.5")
+    found = gen.directions()
+    w = z + (2.0 * found.items[0].vector - 1.5 * found.items[1].vector) * found.latent_std
+    want = generate_from_latents(gen, w)[0]
+    assert np.array_equal(png_array(moved.content), expected(want))
+    end = own_client.get(f"/api/edit.png?z={body['latent']}&morph=9&t=1")
+    assert np.array_equal(png_array(end.content), expected(generate_images(gen, [9])[0]))
+    again = own_client.get(
+        f"/api/edit.png?z={body['latent']}&morph=9&t=1", headers={"If-None-Match": end.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+    listed = own_client.get("/api/directions").json()
+    assert [d["label"] for d in listed["directions"]] == [d.label for d in found.items]
+    assert listed["latent_std"] == pytest.approx(found.latent_std)
+
+
+def test_upload_refusals_are_one_line(own_client):
+    def post(body, kind="image/png", query="align=crop", **kw):
+        r = own_client.post(f"/api/project?{query}", content=body, headers={"content-type": kind}, **kw)
+        assert r.headers["x-content-type-options"] == "nosniff"
+        return r.status_code, r.json()["error"]
+
+    status, error = post(b"GIF? no: plain text, not an image")
+    assert status == 422 and "not an image" in error
+    status, error = post(b"hello", kind="text/plain")
+    assert status == 415 and "image/png" in error
+    status, error = post(b"\x89PNG" + b"\0" * 200_000)
+    assert status == 413 and "too large" in error
+    status, error = post(iter([b"\x89PNG", b"\0" * 60_000, b"\0" * 60_000]))  # no Content-Length
+    assert status == 413 and "too large" in error
+    status, error = post(b"")
+    assert status == 422 and "empty" in error
+    big = png_bytes(torch.zeros(3, 400, 400, dtype=torch.uint8))  # 160,000 pixels > the 90,000 allowed
+    status, error = post(big)
+    assert status == 422 and "decompression bomb" in error
+    status, error = post(png_bytes(torch.zeros(3, 20, 20, dtype=torch.uint8)), query="align=sideways")
+    assert status == 422 and "align" in error
+    status, error = post(png_bytes(torch.zeros(3, 20, 20, dtype=torch.uint8)), query="align=crop&steps=900")
+    assert status == 422 and "steps" in error
+    for z in ("AAAA", "A" * 90, "%%%", base64_latent([float("nan")] + [0.0] * 15)):
+        r = own_client.get("/api/edit.png", params={"z": z})
+        assert r.status_code == 422 and r.json()["parameter"] == "z", (z, r.text)
+    z = base64_latent([0.5] * 16)
+    assert own_client.get(f"/api/edit.png?z={z}").status_code == 200
+    for d in ("0:99", "77:1", "x:1", "0:1:2"):
+        r = own_client.get(f"/api/edit.png?z={z}&d={d}")
+        assert r.status_code == 422 and r.json()["parameter"] == "d", (d, r.text)
+
+
+def base64_latent(values: list[float]) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(np.asarray(values, dtype="<f4").tobytes()).decode().rstrip("=")

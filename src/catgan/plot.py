@@ -53,6 +53,6 @@ def plot_losses(records: list[dict[str, Any]], out: str | Path, title: str = "")
         ax.legend(loc="upper right", fontsize="small")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step")
-    if title:
-        axes[0].set_title(title)
+    if title:  # a folder name that is not UTF-8 holds surrogates, which no font can draw
+        axes[0].set_title(title.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
     return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100), "loss plot")

@@ -10,8 +10,6 @@ from catgan.errors import CatganError
 if TYPE_CHECKING:
     import torch  # imported where used, so data-only commands (prepare) can use cpu_count without it
 
-DEVICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """ "auto" -> cuda when available, else cpu. "cuda" without a GPU is an error, not a silent fallback.

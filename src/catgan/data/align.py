@@ -20,15 +20,26 @@ import numpy as np
 
 from catgan.data.annotations import (
     LEFT_EAR_1,
+    LEFT_EAR_TIP,
     LEFT_EYE,
     MOUTH,
     RIGHT_EAR_3,
+    RIGHT_EAR_TIP,
     RIGHT_EYE,
     AnnotationError,
     Landmarks,
 )
 
 EYE_X, EYE_Y = 0.5, 0.4  # where the eye midpoint sits in the face square, as fractions of its side
+
+# Plausible face geometry after levelling the eyes, in eye distances (ed) or shares of the face side.
+# Measured on the 80 annotated sample photos (../shared/data/cat-landmarks; tests/test_prepare_real.py checks
+# these bounds against them): eye distance / face side 0.313..0.508 (median 0.435); mouth below the eye
+# line 0.545..1.055 ed (median 0.794); the lower ear tip above it 0.797..2.147 ed (median 1.633). The bounds
+# lie well outside those ranges: they catch mirrored, shuffled or collapsed points, not unusual cats.
+EYE_SHARE = (0.2, 0.7)
+MOUTH_BELOW = (0.25, 2.5)
+TIPS_ABOVE = 0.3
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,40 @@ def face_box(landmarks: Landmarks) -> FaceBox:
     return FaceBox((float(cx), float(cy)), angle, float(cx - EYE_X * side), float(cy - EYE_Y * side), side)
 
 
+def geometry(landmarks: Landmarks) -> dict[str, float]:
+    """The ratios check_geometry bounds, measured after levelling the eyes (see EYE_SHARE)."""
+    p = landmarks.points + 0.5
+    c = (p[LEFT_EYE] + p[RIGHT_EYE]) / 2
+    q = rotate(p, (float(c[0]), float(c[1])), eye_angle(p)) - c  # eye midpoint at the origin, y down
+    eyes = abs(q[RIGHT_EYE, 0] - q[LEFT_EYE, 0])
+    side = abs(q[RIGHT_EAR_3, 0] - q[LEFT_EAR_1, 0])
+    return {
+        "eye_share": eyes / max(side, 1e-9),
+        "mouth_below": q[MOUTH, 1] / eyes,
+        "tips_above": float(-q[[LEFT_EAR_TIP, RIGHT_EAR_TIP], 1].max()) / eyes,  # the lower of the two tips
+    }
+
+
+def check_geometry(landmarks: Landmarks) -> None:
+    """Refuse points that cannot be a cat face: eyes apart by a plausible share of the face, the mouth
+    below the eyes, both ear tips above them. Raises AnnotationError naming the failed rule."""
+    g = geometry(landmarks)
+    if not EYE_SHARE[0] <= g["eye_share"] <= EYE_SHARE[1]:
+        raise AnnotationError(
+            f"the eyes are {g['eye_share']:.2f} of the face width apart "
+            f"(plausible: {EYE_SHARE[0]}..{EYE_SHARE[1]})"
+        )
+    if not MOUTH_BELOW[0] <= g["mouth_below"] <= MOUTH_BELOW[1]:
+        raise AnnotationError(
+            f"the mouth is {g['mouth_below']:.2f} eye distances below the eyes "
+            f"(plausible: {MOUTH_BELOW[0]}..{MOUTH_BELOW[1]})"
+        )
+    if g["tips_above"] < TIPS_ABOVE:
+        raise AnnotationError(
+            f"an ear tip is {g['tips_above']:.2f} eye distances above the eyes (plausible: >= {TIPS_ABOVE})"
+        )
+
+
 def clip_to_photo(box: FaceBox, width: int, height: int) -> FaceBox:
     """The largest square, centred in the reference's clipped crop, that stays inside the rotated canvas.
 
@@ -128,28 +173,40 @@ def sample(image: np.ndarray, box: FaceBox, n: int) -> tuple[np.ndarray, float]:
     t = (np.arange(n, dtype=np.float64) + 0.5) * (box.side / n)  # (n,) box offsets of pixel centres
     dx = (box.x0 + t - box.center[0])[None, :]  # (1, n)
     dy = (box.y0 + t - box.center[1])[:, None]  # (n, 1)
-    c, s = math.cos(box.angle), math.sin(box.angle)
-    xs = box.center[0] + c * dx - s * dy  # (n, n) continuous photo coordinates
-    ys = box.center[1] + s * dx + c * dy
-    outside = (xs < 0) | (xs > w) | (ys < 0) | (ys > h)
-    fill = float(outside.mean())
+    out = np.empty((n, n, 3), np.uint8)
+    outside = 0
+    rows = max(1, _BLOCK // n)  # rows per block: the float temporaries stay ~_BLOCK pixels whatever n
+    for r in range(0, n, rows):
+        out[r : r + rows], k = _bilinear(image, box, dx, dy[r : r + rows])
+        outside += k
+    return out, outside / (n * n)
 
+
+_BLOCK = 1 << 18  # pixels resampled at once (~30 MB of temporaries)
+
+
+def _bilinear(image: np.ndarray, box: FaceBox, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows of `sample`: box offsets dx (1, n), dy (m, 1) -> (m, n, 3) uint8 and the count outside."""
+    h, w = image.shape[:2]
+    c, s = math.cos(box.angle), math.sin(box.angle)
+    xs = box.center[0] + c * dx - s * dy  # (m, n) continuous photo coordinates
+    ys = box.center[1] + s * dx + c * dy
+    outside = int(((xs < 0) | (xs > w) | (ys < 0) | (ys > h)).sum())
     xs = np.clip(xs - 0.5, 0, w - 1)  # -> pixel indices, clamped: the edge pixel fills the outside
     ys = np.clip(ys - 0.5, 0, h - 1)
     x0 = np.floor(xs).astype(np.intp)
     y0 = np.floor(ys).astype(np.intp)
     x1 = np.minimum(x0 + 1, w - 1)
     y1 = np.minimum(y0 + 1, h - 1)
-    fx = (xs - x0).astype(np.float32)[..., None]  # (n, n, 1)
+    fx = (xs - x0).astype(np.float32)[..., None]  # (m, n, 1)
     fy = (ys - y0).astype(np.float32)[..., None]
-    a = image[y0, x0].astype(np.float32)  # (n, n, 3)
+    a = image[y0, x0].astype(np.float32)  # (m, n, 3)
     b = image[y0, x1].astype(np.float32)
     top = a + (b - a) * fx
     a = image[y1, x0].astype(np.float32)
     b = image[y1, x1].astype(np.float32)
     bottom = a + (b - a) * fx
-    out = top + (bottom - top) * fy
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), fill
+    return np.clip(np.rint(top + (bottom - top) * fy), 0, 255).astype(np.uint8), outside
 
 
 def _copy(image: np.ndarray, x0: int, y0: int, n: int) -> tuple[np.ndarray, float]:

@@ -3,9 +3,11 @@
 Training holds the whole dataset on its device as uint8 (N, 3, H, W) (7k faces at 64 px are 86 MB) and
 indexes it with a permutation per epoch: no per-batch file I/O, no DataLoader workers in the hot loop.
 
-    images = load_dataset("data/cats/cats-64", image_size=64)   # (N, 3, 64, 64) uint8
-    for idx in batch_indices(len(images), 64, generator):        # (64,) int64 each
-        x = to_float(images[idx].to(device))                     # (64, 3, 64, 64) in [-1, 1]
+    images = load_dataset("data/faces/cats-64", image_size=64)  # (N, 3, 64, 64) uint8
+    perm = epoch_permutation(len(images), generator)            # (N,) int64
+    x = to_float(images[perm[:64]].to(device))                  # (64, 3, 64, 64) in [-1, 1]
+
+A held-out folder (`cats-S-holdout`, from `prepare --holdout`) loads the same way, named explicitly.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +25,6 @@ from PIL import Image
 
 from catgan.errors import CatganError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _DATASET_DIR = re.compile(r"cats-(\d+)")
 
 
@@ -48,48 +49,85 @@ def resolve(path: str | Path, image_size: int | None = None) -> Path:
     raise CatganError(f"{path} holds no dataset.json (not a folder written by `catgan prepare`)")
 
 
+def _meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "dataset.json").read_text())
+        if not isinstance(meta, dict) or not isinstance(meta["images"], list):
+            raise TypeError("no list of images")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CatganError(f"{folder / 'dataset.json'} is unreadable: {err}") from None
+    return meta
+
+
 def image_files(folder: Path) -> list[Path]:
     """The dataset's image files in sorted order, as listed in its dataset.json."""
     try:
-        meta = json.loads((folder / "dataset.json").read_text())
-        files = sorted(str(rec["file"]) for rec in meta["images"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        files = sorted(str(rec["file"]) for rec in _meta(folder)["images"])
+    except (KeyError, TypeError) as err:
         raise CatganError(f"{folder / 'dataset.json'} is unreadable: {err}") from None
     return [folder / f for f in files]
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image (H, W, 3) uint8. Its header is checked against `size` before any pixel is decoded, so
+    a decompression bomb (or any wrong-sized file) costs nothing and fails in one line."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))  # (H, W, 3)
-    except (OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if size is not None and im.size != size:
+                    raise CatganError(
+                        f"dataset image {path} is {im.size[0]}x{im.size[1]}, the dataset's images are "
+                        f"{size[0]}x{size[1]}; prepare the dataset again"
+                    )
+                return np.asarray(im.convert("RGB"))  # (H, W, 3)
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         raise CatganError(f"cannot read dataset image {path}: {err}") from None
+
+
+def _empty(folder: Path, meta: dict) -> CatganError:
+    held = meta.get("holdout") if isinstance(meta.get("holdout"), dict) else None
+    if held and held.get("side") == "holdout":
+        return CatganError(
+            f"held-out dataset {folder} holds no images: --holdout {held.get('fraction')} caught no photo; "
+            "prepare again with a larger --holdout or more photos"
+        )
+    return CatganError(f"dataset {folder} holds no images")
 
 
 def load_dataset(path: str | Path, image_size: int | None = None, threads: int = 8) -> torch.Tensor:
     """All images of a prepared dataset as one uint8 tensor (N, 3, H, W), in sorted file order.
 
-    `path` is a `cats-S` folder, or a folder holding exactly one (or `cats-{image_size}`).
-    Raises CatganError for a missing path, no images, or images of another size than `image_size`.
+    `path` is a `cats-S` (or `cats-S-holdout`) folder, or a folder holding exactly one `cats-S` (or
+    `cats-{image_size}`). Raises CatganError for a missing path, no images, an unreadable or oversized
+    image, or images of another size than `image_size`.
     """
     folder = resolve(path, image_size)
+    meta = _meta(folder)
     files = image_files(folder)
     if not files:
-        raise CatganError(f"dataset {folder} holds no images")
+        raise _empty(folder, meta)
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise CatganError(f"dataset {folder} lists {len(missing)} missing image(s), e.g. {missing[0].name}")
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # Pillow decodes without the GIL
-        arrays = list(pool.map(_read, files))
-    h, w = arrays[0].shape[:2]
-    if image_size is not None and (h, w) != (image_size, image_size):
+    stated = meta.get("image_size")
+    if isinstance(stated, int) and image_size is not None and stated != image_size:
         raise CatganError(
-            f"dataset {folder} holds {w}x{h} images, expected {image_size}x{image_size}; "
+            f"dataset {folder} holds {stated}x{stated} images, expected {image_size}x{image_size}; "
             f"prepare it with --sizes {image_size}"
         )
-    for f, a in zip(files, arrays, strict=True):
-        if a.shape[:2] != (h, w):
-            raise CatganError(f"dataset image {f} is {a.shape[1]}x{a.shape[0]}, the others are {w}x{h}")
+    if isinstance(stated, int) and stated > 0:
+        size: tuple[int, int] | None = (stated, stated)
+    else:  # an older or hand-made dataset.json: the first image decides (read lazily, header only)
+        size = _read(files[0], None).shape[1::-1] if image_size is None else (image_size, image_size)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # Pillow decodes without the GIL
+        arrays = list(pool.map(lambda f: _read(f, size), files))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
 
 
@@ -112,19 +150,6 @@ def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator, device=generator.device)
 
 
-def batch_indices(
-    n: int, batch_size: int, generator: torch.Generator, drop_last: bool = True
-) -> Iterator[torch.Tensor]:
-    """One epoch of shuffled index batches, each (batch_size,) int64 (with drop_last=False the last
-    may be short; by default the incomplete last batch is dropped)."""
-    if batch_size < 1:
-        raise CatganError(f"batch size must be >= 1, got {batch_size}")
-    perm = epoch_permutation(n, generator)
-    stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
-        yield perm[i : i + batch_size]
-
-
 def to_float(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 images in [0, 255] -> floats in [-1, 1], same shape and device."""
     return batch.to(dtype) / 127.5 - 1.0
@@ -133,9 +158,3 @@ def to_float(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Floats in [-1, 1] (clamped) -> uint8 in [0, 255], same shape and device; inverts to_float."""
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def random_hflip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image (B, C, H, W) left-right with probability 1/2 (a face stays a face)."""
-    flip = torch.rand(batch.shape[0], generator=generator, device=generator.device) < 0.5
-    return torch.where(flip.to(batch.device)[:, None, None, None], batch.flip(-1), batch)

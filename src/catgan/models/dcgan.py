@@ -1,6 +1,5 @@
-"""Generator and Discriminator built from a ModelConfig, for 16-256 px.
+"""The DCGAN family: Generator and Discriminator for 16-256 px, in two variants (`arch`).
 
-Two families share one builder:
 - "thesis": the original system. G: dense z -> (C, 8, 8) + BN + LeakyReLU(0.2), then 5x5 stride-2
   transposed convs halving the channels, each + BN + LeakyReLU(0.2), then a 5x5 stride-1 transposed
   conv to RGB + tanh. D: 5x5 stride-2 convs doubling the channels, with one extra stride-1 conv before
@@ -8,38 +7,123 @@ Two families share one builder:
 - "dcgan": Radford et al. G: 4x4 transposed conv from (z, 1, 1) to (C, 4, 4), 4x4 stride-2 transposed
   convs + BN + ReLU, the last one straight to RGB + tanh. D: 4x4 stride-2 convs + BN (none on the first)
   + LeakyReLU(0.2), then a 4x4 valid conv -> 1 logit.
+Channel widths double from `g_base` / `d_base` at the image end up to `max_channels`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from catgan.config import ModelConfig
+from catgan.errors import CatganError
+from catgan.models import base
+
+Arch = Literal["thesis", "dcgan"]
+Latent = Literal["uniform", "normal"]
+IMAGE_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
 
 
-def _start_size(cfg: ModelConfig) -> int:
+def _check_common(cfg: DCGANGeneratorConfig | DCGANDiscriminatorConfig, *widths: str) -> None:
+    base.check_fields(cfg)
+    if cfg.image_size not in IMAGE_SIZES:
+        raise CatganError(
+            f"{type(cfg).__name__}.image_size must be one of {IMAGE_SIZES}, got {cfg.image_size}"
+        )
+    base.check_positive(cfg, *widths, "max_channels")
+    base.check_positive(cfg, "kernel", limit=15)  # arch dcgan ignores it: its kernels are 4x4
+    if not 0 < cfg.init_std <= 1:
+        raise CatganError(f"{type(cfg).__name__}.init_std must be in (0, 1], got {cfg.init_std}")
+
+
+@dataclass(frozen=True)
+class DCGANGeneratorConfig:
+    """G of the DCGAN family; `Generator(cfg)` rebuilds it with no other input."""
+
+    family: Literal["dcgan"] = "dcgan"
+    image_size: int = 64
+    z_dim: int = 100
+    latent: Latent = "uniform"
+    arch: Arch = "dcgan"
+    g_base: int = 64  # channels of G's last hidden layer (ngf)
+    max_channels: int = 1024
+    kernel: int = 4
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check_common(self, "g_base", "z_dim")
+
+    def estimated_params(self) -> int:
+        """G's exact parameter count, from the config alone (no tensor is built)."""
+        ch, k, s0 = g_channels(self), self.kernel, _start_size(self)
+        if self.arch == "thesis":
+            n = (self.z_dim + 1) * ch[0] * s0 * s0 + 2 * ch[0]  # dense stem (+ bias) and its BatchNorm
+            n += sum(a * b * k * k + 2 * b for a, b in zip(ch[:-1], ch[1:], strict=True))
+            return n + ch[-1] * 3 * k * k + 3  # the stride-1 conv to RGB has a bias
+        n = self.z_dim * ch[0] * s0 * s0 + 2 * ch[0]
+        n += sum(a * b * 16 + 2 * b for a, b in zip(ch[:-1], ch[1:], strict=True))
+        return n + ch[-1] * 3 * 16
+
+
+@dataclass(frozen=True)
+class DCGANDiscriminatorConfig:
+    """D of the DCGAN family; `Discriminator(cfg)` rebuilds it with no other input."""
+
+    family: Literal["dcgan"] = "dcgan"
+    image_size: int = 64
+    arch: Arch = "dcgan"
+    d_base: int = 64  # channels of D's first layer (ndf)
+    max_channels: int = 1024
+    kernel: int = 4
+    d_batchnorm: bool = True
+    spectral_norm: bool = False  # spectral norm on every D layer (BatchNorm is then usually off)
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check_common(self, "d_base")
+
+    def estimated_params(self) -> int:
+        """D's exact parameter count, from the config alone."""
+        ch, k = d_channels(self), self.kernel
+        n, c_in = 0, 3
+        for i, c in enumerate(ch):
+            n += c_in * c * k * k + (0 if self.d_batchnorm else c)
+            if self.d_batchnorm and not (self.arch == "dcgan" and i == 0):
+                n += 2 * c
+            c_in = c
+        final = _d_final_size(self)
+        return n + c_in * final * final + 1  # the head: dense (thesis) or a valid conv (dcgan), with bias
+
+
+def _d_final_size(cfg: DCGANDiscriminatorConfig) -> int:
+    """Spatial size of D's last feature map: the thesis D keeps one size once (its stride-1 conv)."""
+    n = len(d_channels(cfg))
+    return cfg.image_size >> (n - 1 if cfg.arch == "thesis" else n)
+
+
+def _start_size(cfg: DCGANGeneratorConfig | DCGANDiscriminatorConfig) -> int:
     """Spatial size of G's first feature map."""
     if cfg.arch == "thesis":
         return 8 if cfg.image_size >= 64 else 4
     return 4
 
 
-def _num_up(cfg: ModelConfig) -> int:
+def _num_up(cfg: DCGANGeneratorConfig | DCGANDiscriminatorConfig) -> int:
     """How many stride-2 upsamplings G needs from its first map to the image."""
     return int(math.log2(cfg.image_size // _start_size(cfg)))
 
 
-def g_channels(cfg: ModelConfig) -> list[int]:
+def g_channels(cfg: DCGANGeneratorConfig) -> list[int]:
     """G's hidden channels, first to last; thesis-128: [1024, 512, 256, 128, 64]."""
     n_hidden = _num_up(cfg) + (1 if cfg.arch == "thesis" else 0)
     return [min(cfg.g_base * 2 ** (n_hidden - 1 - i), cfg.max_channels) for i in range(n_hidden)]
 
 
-def d_channels(cfg: ModelConfig) -> list[int]:
+def d_channels(cfg: DCGANDiscriminatorConfig) -> list[int]:
     """D's conv channels; thesis-128: [64, 128, 256, 512, 1024], dcgan-64: [64, 128, 256, 512]."""
     n_down = _num_up(cfg) if cfg.arch == "dcgan" else _num_up(cfg) + 1
     return [min(cfg.d_base * 2**i, cfg.max_channels) for i in range(n_down)]
@@ -60,7 +144,7 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 class Generator(nn.Module):
     """z (B, z_dim) -> images (B, 3, S, S) in [-1, 1]."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: DCGANGeneratorConfig):
         super().__init__()
         self.cfg = cfg
         ch = g_channels(cfg)
@@ -106,10 +190,10 @@ class Generator(nn.Module):
         return self.body(self.stem_act(x))
 
 
-class Discriminator(nn.Module):
+class Discriminator(base.Discriminator):
     """images (B, 3, S, S) in [-1, 1] -> logits (B,)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: DCGANDiscriminatorConfig):
         super().__init__()
         self.cfg = cfg
         ch = d_channels(cfg)
@@ -136,94 +220,3 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).view(-1)  # (B,)
-
-
-def sample_latents(
-    cfg: ModelConfig, n: int, generator: torch.Generator | None = None, device=None
-) -> torch.Tensor:
-    """z (n, z_dim) from the config's latent distribution: U(-1, 1) (the original) or N(0, 1)."""
-    if cfg.latent == "uniform":
-        return torch.rand(n, cfg.z_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, cfg.z_dim, generator=generator, device=device)
-
-
-@torch.no_grad()
-def standing_stats(G: nn.Module, cfg: ModelConfig, batches: int = 100, batch: int = 64, seed: int = 0) -> int:
-    """Re-estimate G's BatchNorm running statistics for its own weights, in place (BigGAN's "standing
-    statistics"): each layer's mean and variance averaged over `batches` batches of latents drawn with
-    `seed`. Returns how many BatchNorm layers were re-estimated; G is left in eval mode.
-
-    Why: an EMA generator's BatchNorm buffers are copies of the live G's (train.update_ema), i.e. the
-    statistics of other weights; re-estimating them for the averaged weights draws better cats.
-    """
-    layers = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if batches < 1 or not layers:
-        return 0
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: every batch counts the same
-    rng = torch.Generator().manual_seed(seed)
-    device = next(G.parameters()).device
-    G.train()
-    try:
-        for _ in range(batches):
-            G(sample_latents(cfg, batch, rng).to(device))  # (batch, z) -> updates the running stats
-    finally:
-        G.eval()
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
-    return len(layers)
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def forward_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Analytic FLOPs (2 x multiply-adds) of one forward pass for one input, over conv/linear layers."""
-    flops = 0
-
-    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal flops
-        x = inputs[0]
-        if isinstance(m, nn.ConvTranspose2d):  # every input pixel scatters a k x k x C_out patch
-            flops += 2 * x[0].numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Conv2d):  # every output pixel gathers a k x k x C_in patch
-            flops += 2 * out[0].numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            flops += 2 * m.in_features * m.out_features
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in module.modules()
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-    ]
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(torch.zeros(1, *input_shape, device=next(module.parameters()).device))
-    finally:
-        module.train(was_training)
-        for h in handles:
-            h.remove()
-    return flops
-
-
-def model_info(cfg: ModelConfig) -> dict[str, float]:
-    """Parameter counts and analytic GFLOP per image: G forward, D forward and one training step.
-
-    A step is one D update on a real and a fake batch plus one G update that reuses the same fake batch:
-    3 x G (forward + backward ~ 2x forward) + 9 x D (three forward passes, each with a 2x backward).
-    """
-    g, d = Generator(cfg), Discriminator(cfg)
-    g_f = forward_flops(g, (cfg.z_dim,))
-    d_f = forward_flops(d, (3, cfg.image_size, cfg.image_size))
-    return {
-        "g_params": count_params(g),
-        "d_params": count_params(d),
-        "g_gflop": g_f / 1e9,
-        "d_gflop": d_f / 1e9,
-        "step_gflop": (3 * g_f + 9 * d_f) / 1e9,
-    }

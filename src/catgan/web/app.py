@@ -6,6 +6,7 @@
     GET /api/grid.png?seeds=0-15,42         a grid of up to 64 cats (comma list, inclusive ranges)
     GET /api/interpolate.png?a=&b=&t=       the cat at t in [0, 1] on the latent path from seed a to seed b
     GET /openapi.json                       the OpenAPI schema (FastAPI's usual path)
+    POST /api/project, GET /api/directions, GET /api/edit.png   your own cat: web.own
 Image endpoints take an optional `truncation` in [0, 1] (1 = none).
 
 Generation runs in worker threads, at most `max_concurrency` at a time; a request that finds more than
@@ -39,21 +40,17 @@ from starlette.exceptions import HTTPException
 from catgan import __version__
 from catgan.config import to_dict
 from catgan.errors import CatganError
-from catgan.generate import (
-    SEED_LIMIT,
-    LoadedGenerator,
-    generate_from_latents,
-    generate_images,
-    latents_from_seeds,
-    make_grid,
-    slerp,
-)
+from catgan.generate import LoadedGenerator, generate_from_latents, generate_images
+from catgan.images import make_grid
+from catgan.sampling import SEED_LIMIT, latents_from_seeds, parse_seeds, slerp
+from catgan.web.own import UPLOAD_TYPES, OwnCatLimits
+from catgan.web.own import add_routes as add_own_routes
+from catgan.web.security import SecureResponses
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_IMAGES = 64  # most images one request may ask for
 MAX_SEEDS_TEXT = 1000  # characters in a `seeds` query: enough for 64 ten-digit seeds and commas
 CACHE_CONTROL = "public, max-age=86400"  # images are a pure function of model + parameters
-_ITEM_RE = re.compile(r"^([0-9]{1,20})(?:-([0-9]{1,20}))?$")
 
 
 def _plain_digits(value: Any) -> Any:
@@ -102,34 +99,17 @@ class BadParameter(Exception):
 
 
 def parse_seed_list(text: str, parameter: str = "seeds", limit: int = MAX_IMAGES) -> list[int]:
-    """ "0,1,2", "0-15" or "3,10-12" -> seeds, checked against [0, 2^32) and `limit` before expanding.
-
-    Ranges are inclusive and ascending; duplicates are kept (a grid shows what was asked for).
-    """
+    """ "0,1,2", "0-15" or "3,10-12" -> seeds: the CLI's grammar (catgan.sampling.parse_seeds), at most
+    `limit` of them, its errors as a 400 naming `parameter`. Duplicates are kept (a grid shows what was
+    asked for)."""
     if len(text) > MAX_SEEDS_TEXT:
         raise BadParameter(
             parameter, f"{parameter}: too long ({len(text)} characters, at most {MAX_SEEDS_TEXT})"
         )
-    ranges: list[tuple[int, int]] = []
-    count = 0
-    for item in text.split(","):
-        m = _ITEM_RE.match(item.strip())
-        if m is None:
-            raise BadParameter(
-                parameter,
-                f"{parameter}: {item.strip()[:40]!r} is not a seed or a range; use e.g. 0,1,2 or 0-15",
-            )
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise BadParameter(parameter, f"{parameter}: range {lo}-{hi} runs backwards; write {hi}-{lo}")
-        if hi >= SEED_LIMIT:
-            raise BadParameter(parameter, f"{parameter}: seed {hi} is outside [0, {SEED_LIMIT})")
-        count += hi - lo + 1
-        if count > limit:
-            raise BadParameter(parameter, f"{parameter}: asks for more than {limit} images")
-        ranges.append((lo, hi))
-    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    try:
+        return parse_seeds(text, limit=limit)
+    except CatganError as err:
+        raise BadParameter(parameter, f"{parameter}: {err}") from None
 
 
 def encode_png(image: torch.Tensor) -> bytes:
@@ -203,14 +183,53 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+class _Serving:
+    """What the routes of one app share: its generator, PNG cache and generation limiter."""
+
+    def __init__(self, gen: LoadedGenerator, max_concurrency: int, max_waiting: int, cache: PngCache):
+        self.gen, self.cache, self.max_waiting = gen, cache, max_waiting
+        self.limiter = anyio.CapacityLimiter(max_concurrency)  # the semaphore on generation threads
+        self.waiting = 0  # requests queued for or inside the limiter
+
+    async def run_limited(self, work: Callable[[], Any]) -> Any:
+        """work() in a generation thread, at most max_concurrency at once; 503 when too many wait."""
+        if self.waiting >= self.max_waiting:
+            raise HTTPException(
+                503, "server busy: too many images queued; retry shortly", {"Retry-After": "1"}
+            )
+        self.waiting += 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self.limiter)
+        finally:
+            self.waiting -= 1
+
+    async def image_response(
+        self, request: Request, kind: str, params: dict[str, Any], render: Callable[[], torch.Tensor]
+    ) -> Response:
+        """The PNG of render(): 304 when the client has it, else from the cache or drawn and cached."""
+        etag = make_etag(self.gen.sha256, kind, params)
+        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        body = self.cache.get(etag)
+        if body is None:
+            body = await self.run_limited(lambda: encode_png(render()))
+            self.cache.put(etag, body)
+        return Response(body, media_type="image/png", headers=headers)
+
+
 def create_app(
     gen: LoadedGenerator,
     max_concurrency: int = 2,
     max_waiting: int = 64,
     cache_entries: int = 1024,
     cache_bytes: int = 64 * 2**20,
+    own: OwnCatLimits | None = None,
+    project_config: Any = None,
 ) -> FastAPI:
-    """The app for one generator. All state (cache, limiter, queue count) lives in this instance."""
+    """The app for one generator. All state (cache, limiter, queue count) lives in this instance.
+    own: the upload limits of the "your own cat" routes (web.own); project_config: their
+    projection.project.ProjectConfig (default: `own.steps` steps, the generator's own encoder)."""
     if max_concurrency < 1:
         raise CatganError(f"max_concurrency must be >= 1, got {max_concurrency}")
     app = FastAPI(
@@ -220,12 +239,19 @@ def create_app(
         docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: the page must stay local
         redoc_url=None,
     )
-    cache = PngCache(cache_entries, cache_bytes)
-    limiter = anyio.CapacityLimiter(max_concurrency)  # the semaphore on generation threads
-    waiting = [0]  # requests queued for or inside the limiter (a one-slot box the handlers share)
-    n_params = sum(p.numel() for p in gen.G.parameters())
-    app.state.cache = cache
-    app.state.limiter = limiter
+    app.add_middleware(SecureResponses)  # HEAD as GET without a body; nosniff, CSP on every response
+    serving = _Serving(gen, max_concurrency, max_waiting, PngCache(cache_entries, cache_bytes))
+    app.state.cache, app.state.limiter = serving.cache, serving.limiter
+    own = own or OwnCatLimits()
+    _add_error_handlers(app)
+    _add_page_routes(app, gen, own)
+    _add_drawing_routes(app, serving)
+    add_own_routes(app, gen, serving.image_response, serving.run_limited, own, project_config)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as one JSON shape (_error): bad parameters 422, a busy server 503, the rest 500."""
 
     @app.exception_handler(BadParameter)
     async def _bad_parameter(request: Request, exc: BadParameter) -> JSONResponse:
@@ -249,26 +275,10 @@ def create_app(
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    async def image_response(
-        request: Request, kind: str, params: dict[str, Any], render: Callable[[], torch.Tensor]
-    ) -> Response:
-        etag = make_etag(gen.sha256, kind, params)
-        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        body = cache.get(etag)
-        if body is None:
-            if waiting[0] >= max_waiting:
-                raise HTTPException(
-                    503, "server busy: too many images queued; retry shortly", {"Retry-After": "1"}
-                )
-            waiting[0] += 1
-            try:
-                body = await anyio.to_thread.run_sync(lambda: encode_png(render()), limiter=limiter)
-            finally:
-                waiting[0] -= 1
-            cache.put(etag, body)
-        return Response(body, media_type="image/png", headers=headers)
+
+def _add_page_routes(app: FastAPI, gen: LoadedGenerator, own: OwnCatLimits) -> None:
+    """The page, its static files and /api/info."""
+    n_params = sum(p.numel() for p in gen.G.parameters())
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -287,8 +297,14 @@ def create_app(
             "g_params": n_params,
             "info": _jsonable(gen.info),
             "limits": {"max_images": MAX_IMAGES, "seed_limit": SEED_LIMIT, "truncation": [0.0, 1.0]},
+            "upload": {"max_bytes": own.max_bytes, "types": list(UPLOAD_TYPES), "max_steps": own.max_steps},
             "catgan_version": __version__,
         }
+
+
+def _add_drawing_routes(app: FastAPI, serving: _Serving) -> None:
+    """The seed-drawn images: one cat, a grid, a point on the path between two seeds."""
+    gen, image_response = serving.gen, serving.image_response
 
     @app.get(
         "/api/cat/{seed}.png",
@@ -345,5 +361,3 @@ def create_app(
         return await image_response(
             request, "interpolate", {"a": a, "b": b, "t": t, "truncation": truncation}, render
         )
-
-    return app

@@ -107,9 +107,126 @@ async function showInfo() {
     $("model-hash").textContent = `sha256 ${info.sha256.slice(0, 12)}…`;
     $("model-hash").title = `${info.sha256}\n${info.source}`;
     document.body.classList.toggle("pixelated", info.image_size <= 32);
+    if (info.upload) {
+      own.maxBytes = info.upload.max_bytes;
+      own.types = info.upload.types;
+    }
   } catch (err) {
     el.textContent = `model info unavailable (${err.message})`;
   }
+}
+
+// ---- your own cat: upload -> projection -> direction sliders, morph, download ----------------------
+
+const own = {
+  latent: null, // base64url float32, from /api/project; lives only in this page
+  directions: [], // from /api/directions
+  amounts: [], // one per slider
+  maxBytes: 10 * 2 ** 20,
+  types: ["image/png", "image/jpeg", "image/webp"],
+};
+const OWN_SLIDERS = 5;
+
+function ownStatus(text, isError = false) {
+  const el = $("own-status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function editUrl() {
+  const moves = own.amounts.map((a, i) => [own.directions[i].index, a]).filter(([, a]) => a !== 0);
+  const params = new URLSearchParams({ z: own.latent });
+  if (moves.length) params.set("d", moves.map(([k, a]) => `${k}:${a.toFixed(2)}`).join(","));
+  const t = Number($("own-t").value);
+  const seed = Number($("own-seed").value);
+  if (t > 0 && Number.isInteger(seed) && seed >= 0 && seed < SEED_LIMIT) {
+    params.set("morph", String(seed));
+    params.set("t", t.toFixed(2));
+  }
+  return `/api/edit.png?${params}`;
+}
+
+function renderEdit() {
+  $("own-t-value").textContent = Number($("own-t").value).toFixed(2);
+  if (own.latent === null) return;
+  const url = editUrl();
+  $("own-edited").src = url;
+  $("own-download").href = url;
+}
+
+function renderSliders() {
+  const box = $("own-sliders");
+  own.amounts = own.directions.map(() => 0);
+  box.replaceChildren(
+    ...own.directions.flatMap((d, i) => {
+      const label = document.createElement("label");
+      label.htmlFor = `own-d${i}`;
+      label.textContent = d.label;
+      const input = document.createElement("input");
+      Object.assign(input, { id: `own-d${i}`, type: "range", min: "-3", max: "3", step: "0.25", value: "0" });
+      input.dataset.direction = String(d.index);
+      const out = document.createElement("output");
+      out.textContent = "0.00";
+      input.addEventListener("input", () => {
+        own.amounts[i] = Number(input.value);
+        out.textContent = own.amounts[i].toFixed(2);
+        renderEdit();
+      });
+      return [label, input, out];
+    }),
+  );
+}
+
+async function loadDirections() {
+  const response = await fetch("/api/directions");
+  if (!response.ok) throw new Error(`directions: HTTP ${response.status}`);
+  own.directions = (await response.json()).directions.slice(0, OWN_SLIDERS);
+  renderSliders();
+}
+
+async function project(event) {
+  event.preventDefault();
+  const file = $("own-file").files[0];
+  if (!file) return ownStatus("choose a photo first", true);
+  if (!own.types.includes(file.type)) return ownStatus(`not a PNG, JPEG or WebP image (${file.type || "unknown type"})`, true);
+  if (file.size > own.maxBytes) return ownStatus(`photo too large: ${file.size} bytes, at most ${own.maxBytes}`, true);
+  ownStatus("projecting…");
+  $("own-go").disabled = true;
+  try {
+    const align = $("own-crop").checked ? "crop" : "detect";
+    const response = await fetch(`/api/project?align=${align}`, {
+      method: "POST",
+      headers: { "Content-Type": file.type },
+      body: file,
+    });
+    const body = await response.json();
+    if (!response.ok) return ownStatus(body.error || `HTTP ${response.status}`, true);
+    own.latent = body.latent;
+    $("own-aligned").src = body.aligned;
+    $("own-projected").src = body.projected;
+    if (!own.directions.length) await loadDirections();
+    else renderSliders();
+    $("own-t").value = "0";
+    $("own-result").hidden = false;
+    renderEdit();
+    const notes = body.notes.length ? ` (${body.notes.join("; ")})` : "";
+    ownStatus(`projected in ${body.seconds} s, PSNR ${body.psnr} dB${notes}`);
+  } catch (err) {
+    ownStatus(`projection failed (${err.message})`, true);
+  } finally {
+    $("own-go").disabled = false;
+  }
+}
+
+function initOwn() {
+  $("own-form").addEventListener("submit", project);
+  $("own-t").addEventListener("input", renderEdit);
+  $("own-seed").addEventListener("change", renderEdit);
+  $("own-reset").addEventListener("click", () => {
+    renderSliders();
+    $("own-t").value = "0";
+    renderEdit();
+  });
 }
 
 function init() {
@@ -132,6 +249,7 @@ function init() {
     markGrid();
     renderWalk();
   });
+  initOwn();
   showInfo();
   moreCats(seedsFromAddress());
 }
