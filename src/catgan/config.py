@@ -84,7 +84,7 @@ class RunOptions:
     # counted epochs; kept in its unit (legacy_output) so such a run checkpoints where it always did
     checkpoint_every_epochs: int = 0
     keep_checkpoints: int = 3  # step checkpoints kept (the newest); best.pt is apart
-    eval_every: int = 0  # steps between FID evaluations; 0 = off
+    eval_every: int = 0  # steps between FID evaluations (selfsup space, held-out faces: best.pt); 0 = off
     eval_n: int = 2000  # generated images per evaluation
 
     def __post_init__(self) -> None:

@@ -125,7 +125,12 @@ _OUTPUT_OPTIONS = (
     ("--sample-every", nonneg_int, "steps between sample grids (0: at the start and end only; default 500)"),
     ("--checkpoint-every", nonneg_int, "steps between checkpoints (0: at the end only; default 500)"),
     ("--keep", positive_int, "step checkpoints to keep, the newest (default 3)"),
-    ("--eval-every", nonneg_int, "steps between FID evaluations (0: off, the default)"),
+    (
+        "--eval-every",
+        nonneg_int,
+        "steps between FID evaluations in the selfsup space on held-out faces, "
+        "which pick RUN/checkpoints/best.pt (0: off, the default)",
+    ),
     ("--eval-n", positive_int, "generated images per FID evaluation (default 2000)"),
     ("--log-every", positive_int, "steps per metrics.jsonl line (default 10)"),
 )
