@@ -26,7 +26,9 @@ from catgan.projection.encoder import (
     EncoderTrainConfig,
     LatentEncoder,
     LatentEncoderConfig,
+    bundled_encoder,
     load_encoder,
+    lr_factor,
     save_encoder,
     train_encoder,
 )
@@ -35,6 +37,8 @@ from catgan.projection.invert import InvertConfig, invert
 from catgan.projection.latent_file import latent_for
 from catgan.projection.perceptual import PerceptualDistance
 from catgan.projection.project import ProjectConfig, Projector, psnr, to_float
+from catgan.sampling import latents_from_seeds
+from catgan.sources import list_bundled
 from gen_helpers import make_run, read_png
 from synth import face_points, write_cat_photo
 
@@ -72,6 +76,16 @@ def test_encoder_training_reduces_its_loss(trained):
     assert log.steps == 150 and not enc.training
     assert log.last["latent_mse"] < 0.8 * log.first["latent_mse"]
     assert log.last["total"] < log.first["total"]
+
+
+def test_encoder_rate_anneals_over_the_steps_or_the_wall_clock_budget_whichever_ends_first(gen):
+    inf = float("inf")
+    assert lr_factor(0, 100, 0.0, inf) == 1.0 and lr_factor(50, 100, 0.0, inf) == pytest.approx(0.5)
+    assert lr_factor(10, 100, 30.0, 60.0) == pytest.approx(0.5)  # half the minutes gone: half-way down
+    assert lr_factor(10, 100, 90.0, 60.0) == 0.0  # past the budget: fully annealed, never negative
+    cfg = EncoderTrainConfig(steps=10**6, minutes=0.03, batch=8, recon_batch=2, bank=32, refresh=2)
+    enc, log = train_encoder(gen, cfg, encoder=LatentEncoder(LatentEncoderConfig.for_generator(gen.model)))
+    assert 0 < log.steps < 10**6 and log.seconds < 10  # stopped by its 1.8 s budget, not its steps
 
 
 def test_projection_of_a_sample_gets_closer_than_the_encoders_guess(gen, trained, distance):
@@ -308,3 +322,22 @@ def test_real_landmark_photos_align_as_prepare_and_the_detector_finds_them(share
     Image.fromarray(two).save(tmp_path / "two.jpg")
     with pytest.raises(FaceError, match="cat faces"):
         find_face(tmp_path / "two.jpg", 64, detector=detector)
+
+
+@pytest.mark.parametrize("name", list_bundled())
+def test_each_bundled_model_ships_an_encoder_that_beats_the_mean_latent(name):
+    """`catgan project --model NAME` starts from a shipped encoder's guess: one exists for every bundled
+    model, loads for that model's weights, and on G's own samples (latents known) it lands nearer the true
+    latent and nearer the image than the mean latent does."""
+    gen = catgan.load(name, device="cpu")
+    path = bundled_encoder(name)
+    assert path is not None, f"{name} has no weights/encoders/{name}.safetensors"
+    enc = load_encoder(path, gen, device="cpu")
+    seeds = range(900_000, 900_016)  # seeds far from any a test or a doc draws
+    z = latents_from_seeds(gen.model, seeds)  # (16, z_dim)
+    x = to_float(gen.generate(seeds))  # (16, 3, S, S) in [-1, 1]
+    with torch.no_grad():
+        guess = enc(x)  # (16, z_dim)
+        drawn, mean = gen.G(guess), gen.G(torch.zeros_like(z))
+    assert ((guess - z) ** 2).mean() < 0.9 * (z**2).mean()  # the mean latent's error is E[z^2]
+    assert (drawn - x).abs().mean() < 0.6 * (mean - x).abs().mean()

@@ -151,7 +151,9 @@ def add_train_encoder(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--steps", type=positive_int, default=3000, help="training steps")
     p.add_argument(
-        "--minutes", type=positive_float, help="stop after this much wall time (default: no limit)"
+        "--minutes",
+        type=positive_float,
+        help="stop after this much wall time; the rate anneals over it (default: no limit)",
     )
     p.add_argument("--batch", type=positive_int, default=64, help="sample pairs per step for the latent loss")
     p.add_argument(

@@ -192,8 +192,8 @@ def train_encoder(
         for step in range(config.steps):
             if time.perf_counter() - start > deadline:
                 break
-            for group in opt.param_groups:  # cosine decay to 0 over the planned steps
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            for group in opt.param_groups:
+                group["lr"] = config.lr * lr_factor(step, config.steps, time.perf_counter() - start, deadline)
             terms = _step_terms(G, model, enc, config, bank, real, rng, device)
             total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
@@ -206,6 +206,13 @@ def train_encoder(
         bar.close()
     enc.eval().requires_grad_(False)
     return enc, _log(rows, time.perf_counter() - start)
+
+
+def lr_factor(step: int, steps: int, seconds: float, deadline: float) -> float:
+    """Cosine decay to 0 over the run: over the planned steps, or over the wall-clock budget (--minutes)
+    where that runs out first, so a run its budget stops has annealed instead of ending at a high rate."""
+    done = max(step / steps, seconds / deadline)  # deadline may be inf
+    return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
 
 def _step_terms(G, model, enc, config: EncoderTrainConfig, bank: SampleBank, real, rng, device):
