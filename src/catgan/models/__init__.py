@@ -51,23 +51,24 @@ def build_discriminator(cfg: Any) -> base.Discriminator:
     return _lookup(DISCRIMINATORS, cfg.family, "discriminator")[1](cfg)
 
 
-def generator_config(data: Any, where: str = "generator config") -> Any:
-    """A generator config from its saved dict (the `family` key picks the class), checked and sized."""
+def _saved_config(registry: dict[str, tuple[type, type[nn.Module]]], data: Any, what: str, where: str) -> Any:
+    """A config from its saved dict (the `family` key picks the class in `registry`), checked and sized."""
     if not isinstance(data, dict):
         raise CatganError(f"{where} must be a JSON object, got {type(data).__name__}")
-    cls = _lookup(GENERATORS, data.get("family"), "generator", where)[0]
+    cls = _lookup(registry, data.get("family"), what, where)[0]
     cfg = base.config_from_dict(cls, data, where)
     base.check_size(cfg)
     return cfg
+
+
+def generator_config(data: Any, where: str = "generator config") -> Any:
+    """A generator config from its saved dict, checked and sized."""
+    return _saved_config(GENERATORS, data, "generator", where)
 
 
 def discriminator_config(data: Any, where: str = "discriminator config") -> Any:
-    if not isinstance(data, dict):
-        raise CatganError(f"{where} must be a JSON object, got {type(data).__name__}")
-    cls = _lookup(DISCRIMINATORS, data.get("family"), "discriminator", where)[0]
-    cfg = base.config_from_dict(cls, data, where)
-    base.check_size(cfg)
-    return cfg
+    """A discriminator config from its saved dict, checked and sized."""
+    return _saved_config(DISCRIMINATORS, data, "discriminator", where)
 
 
 def split_legacy(model: Any, where: str = "model config") -> tuple[dict[str, Any], dict[str, Any]]:

@@ -190,10 +190,11 @@ def train_encoder(
     bar = _bar(config.steps, progress)
     try:
         for step in range(config.steps):
-            if time.perf_counter() - start > deadline:
+            seconds = time.perf_counter() - start
+            if seconds > deadline:
                 break
             for group in opt.param_groups:
-                group["lr"] = config.lr * lr_factor(step, config.steps, time.perf_counter() - start, deadline)
+                group["lr"] = config.lr * lr_factor(step, config.steps, seconds, deadline)
             terms = _step_terms(G, model, enc, config, bank, real, rng, device)
             total = sum(terms.values())
             opt.zero_grad(set_to_none=True)
