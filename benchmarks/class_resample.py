@@ -11,10 +11,13 @@
    the share in ImageNet's cat classes (metrics.classleak).
 3. Resampling: --n of the pool drawn without replacement with weights p_real(c) / p_pool(c) of each
    sample's class c, so the drawn set's class histogram matches the real one, against --n drawn
-   uniformly; --repeats seeds each. FID in the self-supervised space (and, with --inception, in
+   uniformly, and against a control: --n drawn with the very same weights shuffled across the pool, which
+   keeps how unequal the weights are (their effective sample size, printed) but not which images they
+   favour; --repeats seeds each. FID in the self-supervised space (and, with --inception, in
    Inception's: the expensive part, ~(pool + faces) / 10 s on a 2-core CPU) of each against the faces.
    Kynkäänniemi et al.: Inception FID falls under such resampling although no image changed; a space
-   that does not know ImageNet's classes should barely move.
+   that does not know ImageNet's classes should barely move. Where it moves, the control says whether
+   unequal weights alone (a narrower draw) move it as much.
 """
 
 from __future__ import annotations
@@ -50,12 +53,22 @@ def top1(ex: InceptionExtractor, images: torch.Tensor, batch: int = 64) -> np.nd
     return np.concatenate(out)
 
 
-def resample(classes: np.ndarray, real: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n indices of `classes` without replacement, weighted so the drawn histogram matches `real`'s."""
+def match_weights(classes: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """(P,) weights p_real(c) / p_pool(c) of each pool sample's class: drawing by them matches `real`'s
+    class histogram (0 for classes the real faces never land in)."""
     p_real = class_histogram(real, N_CLASSES)
     p_pool = class_histogram(classes, N_CLASSES)
-    w = p_real[classes] / p_pool[classes]  # (P,); 0 for classes the real faces never land in
-    return np.random.default_rng(seed).choice(len(classes), size=n, replace=False, p=w / w.sum())
+    return p_real[classes] / p_pool[classes]
+
+
+def draw(weights: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n indices without replacement, each drawn with probability proportional to its weight."""
+    return np.random.default_rng(seed).choice(len(weights), size=n, replace=False, p=weights / weights.sum())
+
+
+def resample(classes: np.ndarray, real: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n indices of `classes` without replacement, weighted so the drawn histogram matches `real`'s."""
+    return draw(match_weights(classes, real), n, seed)
 
 
 def main() -> None:
@@ -96,12 +109,17 @@ def main() -> None:
     }  # fmt: skip
     if c_held is not None:
         result["class_leak_holdout"] = class_leak(c_held, c_pool, inc.classifier_name).as_json()
-    rows: dict[str, dict[str, list[float]]] = {s: {"uniform": [], "matched": []} for s in spaces}
-    js = {"uniform": [], "matched": []}
+    hows = ("uniform", "matched", "shuffled")
+    rows: dict[str, dict[str, list[float]]] = {s: {h: [] for h in hows} for s in spaces}
+    js: dict[str, list[float]] = {h: [] for h in hows}
+    w = match_weights(c_pool, c_real)  # (P,)
+    result["effective_sample_size"] = float(w.sum() ** 2 / (w**2).sum())  # Kish; P when w is uniform
+    print(f"weights' effective sample size {result['effective_sample_size']:.0f} of a pool of {args.pool}")
     for r in range(args.repeats):
         picks = {
             "uniform": np.random.default_rng(1000 + r).choice(args.pool, size=args.n, replace=False),
-            "matched": resample(c_pool, c_real, args.n, r),
+            "matched": draw(w, args.n, r),
+            "shuffled": draw(np.random.default_rng(2000 + r).permutation(w), args.n, r),
         }
         for how, idx in picks.items():
             js[how].append(class_leak(c_real, c_pool[idx], "").js_distance)
@@ -109,7 +127,10 @@ def main() -> None:
                 rows[space][how].append(fid_from_features(fr, fp[idx]))
         print(
             f"repeat {r}: "
-            + ", ".join(f"{s} {v['uniform'][-1]:.3f} -> {v['matched'][-1]:.3f}" for s, v in rows.items())
+            + ", ".join(
+                f"{s} {v['uniform'][-1]:.3f} -> {v['matched'][-1]:.3f} (shuffled {v['shuffled'][-1]:.3f})"
+                for s, v in rows.items()
+            )
         )
     result["js_distance"] = {k: float(np.mean(v)) for k, v in js.items()}
     result["fid"] = {
@@ -117,12 +138,14 @@ def main() -> None:
         for s, d in rows.items()
     }
     for s, d in result["fid"].items():
-        u, m = d["uniform"]["mean"], d["matched"]["mean"]
-        d["change"] = (m - u) / u
+        u, m, c = d["uniform"]["mean"], d["matched"]["mean"], d["shuffled"]["mean"]
+        d["change"], d["change_shuffled"] = (m - u) / u, (c - u) / u
         print(f"{s}: FID uniform {u:.3f} +- {d['uniform']['std']:.3f}, class-matched {m:.3f} +- "
-              f"{d['matched']['std']:.3f} ({100 * (m - u) / u:+.1f}%)")  # fmt: skip
+              f"{d['matched']['std']:.3f} ({100 * (m - u) / u:+.1f}%), shuffled weights {c:.3f} +- "
+              f"{d['shuffled']['std']:.3f} ({100 * (c - u) / u:+.1f}%)")  # fmt: skip
     jsd = result["js_distance"]
-    print(f"JS distance: uniform {jsd['uniform']:.3f}, matched {jsd['matched']:.3f}")
+    print(f"JS distance: uniform {jsd['uniform']:.3f}, matched {jsd['matched']:.3f}, "
+          f"shuffled {jsd['shuffled']:.3f}")  # fmt: skip
     print(json.dumps(result["class_leak"]))
     result["seconds"] = time.perf_counter() - t0
     if args.out:

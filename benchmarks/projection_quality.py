@@ -7,7 +7,8 @@ seconds per photo of encoder + refinement, one photo at a time as `catgan projec
         --out runs/projection-64.json
 
 The faces are the first n of the folder (sorted names). Quality runs invert the n faces as one batch
-(each face independently: projection.invert); the timing runs project single faces.
+(each face independently: projection.invert); the timing runs project single faces. --grid PNG draws the
+first --grid-n faces, one per row: the face, then each method's drawing in the table's order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 import catgan
 from catgan.data.dataset import load_dataset
+from catgan.images import make_grid, save_image
 from catgan.metrics.selfsup import SelfSupExtractor
 from catgan.projection.project import ProjectConfig, Projector, psnr, to_float
 
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     selfsup = SelfSupExtractor.load()
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
+    drawn: list[torch.Tensor] = [faces[: args.grid_n]]  # uint8 (k, 3, S, S) per column of --grid
     configs = {
         "encoder only": ProjectConfig(steps=0, encoder=args.encoder, perceptual=args.perceptual),
         "optimisation only": ProjectConfig(steps=args.steps, encoder="none", perceptual=args.perceptual),
@@ -78,10 +81,14 @@ def run(args: argparse.Namespace) -> dict:
         out = projector.invert_faces(faces)
         seconds[name] = round((time.perf_counter() - t0) / len(faces), 3)
         results[name] = scores(out["image"], faces, projector, selfsup)
+        drawn.append(out["image"][: args.grid_n])
         print(name, results[name], f"{seconds[name]} s/face in a batch", flush=True)
     t0 = time.perf_counter()
     nearest = best_of_samples(gen, faces, projector, args.samples)
     results[f"best of {args.samples} samples"] = scores(nearest, faces, projector, selfsup)
+    drawn.append(nearest[: args.grid_n])
+    if args.grid:  # rows: faces; columns: the face, then each method
+        save_image(make_grid(torch.stack(drawn, dim=1).flatten(0, 1), nrow=len(drawn)), args.grid)
     seconds[f"best of {args.samples} samples"] = round(time.perf_counter() - t0, 1)
     results["another real face"] = scores(faces.roll(1, 0), faces, projector, selfsup)
     timing = single_photo_seconds(gen, faces[: args.timing_n], args)
@@ -99,7 +106,9 @@ def single_photo_seconds(gen, faces: torch.Tensor, args: argparse.Namespace) -> 
     projector = Projector(
         gen, ProjectConfig(steps=args.steps, encoder=args.encoder, perceptual=args.perceptual)
     )
-    times = []
+    times: list[float] = []
+    if len(faces) == 0:  # --timing-n 0: quality only
+        return {"n": 0}
     for face in faces:
         t0 = time.perf_counter()
         projector.project(face)
@@ -120,6 +129,8 @@ def main() -> None:
     p.add_argument("--timing-n", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path)
+    p.add_argument("--grid", type=Path, help="a PNG/JPEG of the first --grid-n faces and their drawings")
+    p.add_argument("--grid-n", type=int, default=8)
     args = p.parse_args()
     result = run(args)
     text = json.dumps(result, indent=2)

@@ -2,6 +2,8 @@
 plain baselines. Prints one JSON object (and a table); docs/projection.md quotes it.
 
     nice -n 10 python benchmarks/restore_quality.py --n 32 --steps 100
+    python benchmarks/restore_quality.py --only mask --only noise --model64 RUN \
+        --encoder64 RUN/encoder.safetensors   # a generator of your own (--holdout: unseen faces)
     # --faces DIR (default ../shared/data/cat-faces/cats_bigger_than_64x64); the faces are the first n
     # (by name) that split.is_holdout(name, 0.1) puts in the held-out share
 
@@ -30,6 +32,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+import catgan  # noqa: E402
 from catgan.data.split import is_holdout  # noqa: E402
 from catgan.generate import load_generator  # noqa: E402
 from catgan.projection.project import ProjectConfig, Projector  # noqa: E402
@@ -157,16 +160,19 @@ def main() -> None:
     ap.add_argument("--perceptual", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=("mask", "noise", "downscale"), action="append")
+    ap.add_argument("--model64", default="cats-64", help="the 64 px generator: bundled name, file or run")
+    ap.add_argument("--encoder64", default="auto", help="its encoder (.safetensors; auto: a bundled one's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     big = {line.strip().split("/")[-1] for line in args.big.read_text().splitlines() if line.strip()}
     paths = faces_list(args.faces, args.n, big)
     config = ProjectConfig(steps=args.steps, perceptual=args.perceptual)
+    config64 = ProjectConfig(steps=args.steps, perceptual=args.perceptual, encoder=args.encoder64)
     out = {"n": len(paths), "steps": args.steps, "sigma": args.sigma, "faces": str(args.faces)}
     only = set(args.only or ("mask", "noise", "downscale"))
     if only & {"mask", "noise"}:
-        p64 = Projector(load_generator(model="cats-64"), config)
-        out["start_64"] = p64.encoder_name or "mean latent"
+        p64 = Projector(catgan.load(args.model64), config64)
+        out["model_64"], out["start_64"] = args.model64, p64.encoder_name or "mean latent"
         faces64 = [load_face(p, 64) for p in paths]
         if "mask" in only:
             out["mask"] = report("mask", run_mask(p64, faces64, np.random.default_rng(0)))
