@@ -59,3 +59,35 @@ def test_train_speed_refuses_batches_that_are_not_positive_numbers():
     )
     assert done.returncode == 2
     assert "--batches takes positive batch sizes, got '64,x'" in done.stderr
+
+
+def _class_resample():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "class_resample.py"
+    spec = importlib.util.spec_from_file_location("class_resample", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_class_resampling_matches_the_real_histogram_and_its_control_does_not():
+    import numpy as np
+
+    from catgan.metrics.classleak import N_CLASSES, class_histogram
+
+    cr = _class_resample()
+    rng = np.random.default_rng(0)
+    pool = rng.choice([281, 282, 285, 287], size=4000, p=[0.7, 0.1, 0.1, 0.1])  # (P,) top-1 classes
+    real = rng.choice([281, 282, 285, 287], size=1000, p=[0.25, 0.25, 0.25, 0.25])
+    w = cr.match_weights(pool, real)
+    p_real = class_histogram(real, N_CLASSES)
+
+    def tv(idx):  # total variation distance of a draw's histogram from the real one
+        return 0.5 * np.abs(class_histogram(pool[idx], N_CLASSES) - p_real).sum()
+
+    matched = cr.draw(w, 800, 0)
+    shuffled = cr.draw(np.random.default_rng(1).permutation(w), 800, 0)
+    assert len(set(matched.tolist())) == 800  # without replacement
+    assert tv(matched) < 0.1 < 0.3 < tv(shuffled)  # the pool starts 0.45 away
+    assert sorted(np.random.default_rng(1).permutation(w)) == sorted(w)  # the control keeps the weights
