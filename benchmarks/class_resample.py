@@ -66,11 +66,6 @@ def draw(weights: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(len(weights), size=n, replace=False, p=weights / weights.sum())
 
 
-def resample(classes: np.ndarray, real: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n indices of `classes` without replacement, weighted so the drawn histogram matches `real`'s."""
-    return draw(match_weights(classes, real), n, seed)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cats-64", help="a generator source (bundled name, file, run)")

@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     nearest = best_of_samples(gen, faces, projector, args.samples)
     results[f"best of {args.samples} samples"] = scores(nearest, faces, projector, selfsup)
+    seconds[f"best of {args.samples} samples"] = round(time.perf_counter() - t0, 1)
     drawn.append(nearest[: args.grid_n])
     if args.grid:  # rows: faces; columns: the face, then each method
         save_image(make_grid(torch.stack(drawn, dim=1).flatten(0, 1), nrow=len(drawn)), args.grid)
-    seconds[f"best of {args.samples} samples"] = round(time.perf_counter() - t0, 1)
     results["another real face"] = scores(faces.roll(1, 0), faces, projector, selfsup)
     timing = single_photo_seconds(gen, faces[: args.timing_n], args)
     return {
