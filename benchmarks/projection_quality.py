@@ -103,12 +103,12 @@ def run(args: argparse.Namespace) -> dict:
 
 def single_photo_seconds(gen, faces: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
     """Median seconds of projector.project(face) (encoder + args.steps), one face at a time."""
+    if len(faces) == 0:  # --timing-n 0: quality only
+        return {"n": 0}
     projector = Projector(
         gen, ProjectConfig(steps=args.steps, encoder=args.encoder, perceptual=args.perceptual)
     )
     times: list[float] = []
-    if len(faces) == 0:  # --timing-n 0: quality only
-        return {"n": 0}
     for face in faces:
         t0 = time.perf_counter()
         projector.project(face)

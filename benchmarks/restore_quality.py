@@ -34,7 +34,6 @@ sys.path.insert(0, str(REPO / "src"))
 
 import catgan  # noqa: E402
 from catgan.data.split import is_holdout  # noqa: E402
-from catgan.generate import load_generator  # noqa: E402
 from catgan.projection.project import ProjectConfig, Projector  # noqa: E402
 from catgan.projection.restore import RestoreConfig, gaussian_blur, restore_face  # noqa: E402
 
@@ -179,7 +178,7 @@ def main() -> None:
         if "noise" in only:
             out["noise"] = report("noise", run_noise(p64, faces64, np.random.default_rng(1), args.sigma))
     if "downscale" in only:
-        p128 = Projector(load_generator(model="cats-128"), config)
+        p128 = Projector(catgan.load("cats-128"), config)
         out["start_128"] = p128.encoder_name or "mean latent"
         out["downscale"] = report("downscale", run_downscale(p128, [load_face(p, 128) for p in paths]))
     out["perceptual"] = config.perceptual

@@ -61,22 +61,13 @@ def test_train_speed_refuses_batches_that_are_not_positive_numbers():
     assert "--batches takes positive batch sizes, got '64,x'" in done.stderr
 
 
-def _class_resample():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "class_resample.py"
-    spec = importlib.util.spec_from_file_location("class_resample", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_class_resampling_matches_the_real_histogram_and_its_control_does_not():
     import numpy as np
 
+    from bench_helpers import load_benchmark
     from catgan.metrics.classleak import N_CLASSES, class_histogram
 
-    cr = _class_resample()
+    cr = load_benchmark("class_resample")
     rng = np.random.default_rng(0)
     pool = rng.choice([281, 282, 285, 287], size=4000, p=[0.7, 0.1, 0.1, 0.1])  # (P,) top-1 classes
     real = rng.choice([281, 282, 285, 287], size=1000, p=[0.25, 0.25, 0.25, 0.25])

@@ -238,12 +238,9 @@ def test_a_missing_or_corrupted_weights_package_is_one_line_naming_pip(tmp_path,
 def test_train_speed_times_the_variants_and_the_frozen_share(capsys):
     """benchmarks/train_speed.py on projected-64 at batch 2: each variant's img/s and the share of the step
     spent in the frozen part, measured inside real steps (between 0 and 1)."""
-    import importlib.util
+    from bench_helpers import load_benchmark
 
-    path = Path(__file__).parents[1] / "benchmarks" / "train_speed.py"
-    spec = importlib.util.spec_from_file_location("train_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_speed")
     names = "fp32, contiguous;catgan train --amp"
     args = ["--preset", "projected-64", "--batch", "2", "--steps", "1", "--warmup", "0", "--threads", "1"]
     threads = torch.get_num_threads()

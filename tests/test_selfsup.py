@@ -4,7 +4,6 @@ held-out face)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench_helpers import load_benchmark
 from catgan.data.split import is_holdout
 from catgan.errors import CatganError
 from catgan.metrics.selfsup import Encoder, EncoderConfig, SelfSupExtractor, save_weights, weights_dir
@@ -22,11 +22,7 @@ TINY = EncoderConfig(input_size=16, widths=(8, 16), proj_dim=8)
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location("train_selfsup", REPO / "benchmarks" / "train_selfsup.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("train_selfsup", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_selfsup")
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -273,13 +273,9 @@ def test_ema_averages_parameters_copies_buffers_and_warms_up():
 
 def test_a_step_launches_one_fused_adam_per_network_and_one_ema_update():
     """On a GPU a small model's step is launch-bound: benchmarks/step_ops.py counts what train() runs."""
-    import importlib.util
-    from pathlib import Path
+    from bench_helpers import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_ops.py"
-    spec = importlib.util.spec_from_file_location("step_ops", path)
-    step_ops = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_ops)
+    step_ops = load_benchmark("step_ops")
     per = step_ops.ops_per_step("cats-64", width=2)  # the cats-64 layers: BatchNorm in G and D, an EMA of G
     assert per["_fused_adam_"] == 2  # one per optimizer, not per parameter
     assert per["_foreach_lerp_"] == 1 and per["_foreach_copy_"] == 1  # the EMA: parameters, then buffers
