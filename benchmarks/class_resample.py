@@ -1,7 +1,7 @@
 """The class-leak numbers of a generator, and Kynkäänniemi et al.'s resampling check (ICLR 2023, issue 34.3).
 
     python benchmarks/class_resample.py --model cats-64 --data DIR/cats-64 --pool 4000 --n 2000 \
-        --repeats 5 [--inception] --out OUT.json
+        --repeats 5 [--inception] [--grid GRID.png] --out OUT.json
 
 1. A pool of --pool samples (seeds 0..pool-1) and the real faces of DATA (and of its held-out sibling)
    get their ImageNet top-1 classes: the class-leak check's classifier (EfficientNet-Lite0, catgan.
@@ -18,6 +18,11 @@
    Kynkäänniemi et al.: Inception FID falls under such resampling although no image changed; a space
    that does not know ImageNet's classes should barely move. Where it moves, the control says whether
    unequal weights alone (a narrower draw) move it as much.
+4. What matching changes: the same FIDs for --n drawn uniformly from the pool's cat-class samples only
+   (matching's largest single move where the generator lands in the cat classes less often than the
+   faces), the pool's most common classes with their shares and weights, and the mean brightness and
+   saturation of the samples matching drops (lowest weights) and favours (highest), beside the faces'.
+   --grid draws --grid-n of each: the dropped on top, a grey row, the favoured below.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from catgan.data.dataset import load_dataset
 from catgan.data.split import holdout_folder
 from catgan.generate import generate_images
 from catgan.generate import load as load_generator
-from catgan.metrics.classleak import N_CLASSES, class_histogram, class_leak
+from catgan.images import make_grid, save_image
+from catgan.metrics.classleak import CAT_CLASSES, N_CLASSES, class_histogram, class_leak
 from catgan.metrics.fid import fid_from_features
 from catgan.metrics.inception import InceptionExtractor, preprocess
-from catgan.metrics.reference import feature_pass
+from catgan.metrics.reference import feature_class_pass, feature_pass
 from catgan.metrics.selfsup import SelfSupExtractor
 from catgan.sources import resolve
 
@@ -66,6 +72,40 @@ def draw(weights: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(len(weights), size=n, replace=False, p=weights / weights.sum())
 
 
+def extremes(weights: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the k lowest- and the k highest-weighted samples (ties, as whole classes share a
+    weight, broken at random)."""
+    order = np.random.default_rng(seed).permutation(len(weights))
+    order = order[np.argsort(weights[order], kind="stable")]
+    return order[:k], order[::-1][:k].copy()
+
+
+def colour_stats(images: torch.Tensor) -> dict[str, float]:
+    """Mean brightness (Rec. 601 luma) and saturation ((max - min) / max of RGB) of uint8 (N, 3, S, S)
+    images, in [0, 1], averaged over pixels and images."""
+    x = images.float() / 255.0
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # (N, S, S)
+    hi, lo = x.max(dim=1).values, x.min(dim=1).values
+    sat = torch.where(hi > 0, (hi - lo) / hi.clamp_min(1e-8), torch.zeros_like(hi))
+    return {"brightness": float(luma.mean()), "saturation": float(sat.mean()), "n": len(images)}
+
+
+def common_classes(pool: np.ndarray, real: np.ndarray, weights: np.ndarray, k: int = 10) -> list[dict]:
+    """The pool's k most common top-1 classes: each one's share of the pool and of the faces, and the
+    weight matching gives its samples."""
+    p_pool, p_real = class_histogram(pool, N_CLASSES), class_histogram(real, N_CLASSES)
+    return [
+        {
+            "class": int(c),
+            "pool": float(p_pool[c]),
+            "real": float(p_real[c]),
+            "weight": float(weights[pool == c][0]),
+        }
+        for c in np.argsort(-p_pool, kind="stable")[:k]
+        if p_pool[c] > 0
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cats-64", help="a generator source (bundled name, file, run)")
@@ -74,6 +114,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="images per scored set")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--inception", action="store_true", help="also Inception FID (slow on a CPU)")
+    p.add_argument("--grid", type=Path, default=None, help="PNG/JPEG: what matching drops and favours")
+    p.add_argument("--grid-n", type=int, default=32, help="samples of each kind in --grid")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
 
@@ -87,16 +129,15 @@ def main() -> None:
         f"{len(pool)} samples of {gen.name}, {len(real)} faces, {0 if held is None else len(held)} held out"
     )
     inc = InceptionExtractor.load("cpu", classes=True)
-    c_pool, c_real = top1(inc, pool), top1(inc, real)
-    c_held = top1(inc, held) if held is not None else None
     ss = SelfSupExtractor.load()
-    f_pool, f_real = feature_pass(ss, pool, "selfsup pool"), feature_pass(ss, real, "selfsup faces")
-    spaces = {"selfsup": (f_pool, f_real)}
-    if args.inception:
-        spaces["inception"] = (
-            feature_pass(inc, pool, "inception pool"),
-            feature_pass(inc, real, "inception faces"),
-        )
+    spaces = {"selfsup": (feature_pass(ss, pool, "selfsup pool"), feature_pass(ss, real, "selfsup faces"))}
+    if args.inception:  # one 299 px pass for Inception's features and the classifier's classes
+        i_pool, c_pool = feature_class_pass(inc, pool, "inception pool")
+        i_real, c_real = feature_class_pass(inc, real, "inception faces")
+        spaces["inception"] = (i_pool, i_real)
+    else:
+        c_pool, c_real = top1(inc, pool), top1(inc, real)
+    c_held = top1(inc, held) if held is not None else None
     result: dict = {
         "generator": gen.name, "data": args.data, "pool": args.pool, "n": args.n,
         "classifier": inc.classifier_name,
@@ -104,7 +145,8 @@ def main() -> None:
     }  # fmt: skip
     if c_held is not None:
         result["class_leak_holdout"] = class_leak(c_held, c_pool, inc.classifier_name).as_json()
-    hows = ("uniform", "matched", "shuffled")
+    hows = ("uniform", "matched", "shuffled", "cat_only")
+    is_cat = np.flatnonzero(np.isin(c_pool, CAT_CLASSES))  # the pool's cat-class samples
     rows: dict[str, dict[str, list[float]]] = {s: {h: [] for h in hows} for s in spaces}
     js: dict[str, list[float]] = {h: [] for h in hows}
     w = match_weights(c_pool, c_real)  # (P,)
@@ -116,6 +158,8 @@ def main() -> None:
             "matched": draw(w, args.n, r),
             "shuffled": draw(np.random.default_rng(2000 + r).permutation(w), args.n, r),
         }
+        if len(is_cat) >= args.n:
+            picks["cat_only"] = np.random.default_rng(3000 + r).choice(is_cat, size=args.n, replace=False)
         for how, idx in picks.items():
             js[how].append(class_leak(c_real, c_pool[idx], "").js_distance)
             for space, (fp, fr) in spaces.items():
@@ -127,9 +171,9 @@ def main() -> None:
                 for s, v in rows.items()
             )
         )
-    result["js_distance"] = {k: float(np.mean(v)) for k, v in js.items()}
+    result["js_distance"] = {k: float(np.mean(v)) for k, v in js.items() if v}
     result["fid"] = {
-        s: {how: {"mean": float(np.mean(v)), "std": float(np.std(v)), "all": v} for how, v in d.items()}
+        s: {how: {"mean": float(np.mean(v)), "std": float(np.std(v)), "all": v} for how, v in d.items() if v}
         for s, d in rows.items()
     }
     for s, d in result["fid"].items():
@@ -138,6 +182,35 @@ def main() -> None:
         print(f"{s}: FID uniform {u:.3f} +- {d['uniform']['std']:.3f}, class-matched {m:.3f} +- "
               f"{d['matched']['std']:.3f} ({100 * (m - u) / u:+.1f}%), shuffled weights {c:.3f} +- "
               f"{d['shuffled']['std']:.3f} ({100 * (c - u) / u:+.1f}%)")  # fmt: skip
+        if "cat_only" in d:
+            k = d["cat_only"]["mean"]
+            d["change_cat_only"] = (k - u) / u
+            print(f"{s}: FID of cat-class samples only {k:.3f} +- {d['cat_only']['std']:.3f} "
+                  f"({100 * (k - u) / u:+.1f}%)")  # fmt: skip
+    low, high = extremes(w, args.grid_n)
+    result["common_classes"] = common_classes(c_pool, c_real, w)
+    result["colour"] = {
+        "faces": colour_stats(real), "pool": colour_stats(pool),
+        "pool_cat_classes": colour_stats(pool[is_cat]) if len(is_cat) else None,
+        "pool_other_classes": colour_stats(pool[np.setdiff1d(np.arange(len(pool)), is_cat)])
+        if len(is_cat) < len(pool) else None,
+        "dropped": colour_stats(pool[low]), "favoured": colour_stats(pool[high]),
+    }  # fmt: skip
+    for name, st in result["colour"].items():
+        if st is not None:
+            print(
+                f"{name}: brightness {st['brightness']:.3f}, saturation {st['saturation']:.3f}, n {st['n']}"
+            )
+    for row in result["common_classes"]:
+        print(
+            f"class {row['class']}: pool {row['pool']:.3f}, faces {row['real']:.3f}, "
+            f"weight {row['weight']:.2f}"
+        )
+    if args.grid:  # the dropped on top, one grey row, the favoured below
+        ncol = 8
+        sep = torch.full((ncol, *pool.shape[1:]), 128, dtype=torch.uint8)
+        save_image(make_grid(torch.cat([pool[low], sep, pool[high]]), nrow=ncol), args.grid)
+        print(f"wrote {args.grid}")
     jsd = result["js_distance"]
     print(f"JS distance: uniform {jsd['uniform']:.3f}, matched {jsd['matched']:.3f}, "
           f"shuffled {jsd['shuffled']:.3f}")  # fmt: skip

@@ -82,3 +82,26 @@ def test_class_resampling_matches_the_real_histogram_and_its_control_does_not():
     assert len(set(matched.tolist())) == 800  # without replacement
     assert tv(matched) < 0.1 < 0.3 < tv(shuffled)  # the pool starts 0.45 away
     assert sorted(np.random.default_rng(1).permutation(w)) == sorted(w)  # the control keeps the weights
+
+
+def test_class_resampling_reports_what_matching_drops_and_favours():
+    import numpy as np
+    import torch
+
+    from bench_helpers import load_benchmark
+
+    cr = load_benchmark("class_resample")
+    w = np.array([0.0, 2.0, 0.5, 0.0, 2.0, 1.0, 0.5, 0.0])  # (P,) one weight per sample, ties by class
+    low, high = cr.extremes(w, 3)
+    assert sorted(low.tolist()) == [0, 3, 7] and set(high.tolist()) == {1, 4, 5}
+    assert cr.extremes(w, 3, seed=0)[0].tolist() == low.tolist()  # seeded tie-breaking
+    black = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    red = black.clone()
+    red[:, 0] = 255
+    assert cr.colour_stats(black) == {"brightness": 0.0, "saturation": 0.0, "n": 2}
+    st = cr.colour_stats(red)
+    assert st["brightness"] == pytest.approx(0.299) and st["saturation"] == pytest.approx(1.0)
+    pool = np.array([281, 281, 281, 285])
+    rows = cr.common_classes(pool, np.array([281, 285]), cr.match_weights(pool, np.array([281, 285])))
+    assert [(r["class"], r["pool"], r["real"]) for r in rows] == [(281, 0.75, 0.5), (285, 0.25, 0.5)]
+    assert rows[0]["weight"] == pytest.approx(0.5 / 0.75) and rows[1]["weight"] == pytest.approx(2.0)
