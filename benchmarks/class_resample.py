@@ -86,7 +86,7 @@ def colour_stats(images: torch.Tensor) -> dict[str, float]:
     x = images.float() / 255.0
     luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # (N, S, S)
     hi, lo = x.max(dim=1).values, x.min(dim=1).values
-    sat = torch.where(hi > 0, (hi - lo) / hi.clamp_min(1e-8), torch.zeros_like(hi))
+    sat = (hi - lo) / hi.clamp_min(1e-8)  # 0 where hi is 0, as then lo is too
     return {"brightness": float(luma.mean()), "saturation": float(sat.mean()), "n": len(images)}
 
 
@@ -99,7 +99,7 @@ def common_classes(pool: np.ndarray, real: np.ndarray, weights: np.ndarray, k: i
             "class": int(c),
             "pool": float(p_pool[c]),
             "real": float(p_real[c]),
-            "weight": float(weights[pool == c][0]),
+            "weight": float(weights[np.argmax(pool == c)]),
         }
         for c in np.argsort(-p_pool, kind="stable")[:k]
         if p_pool[c] > 0
@@ -146,7 +146,7 @@ def main() -> None:
     if c_held is not None:
         result["class_leak_holdout"] = class_leak(c_held, c_pool, inc.classifier_name).as_json()
     hows = ("uniform", "matched", "shuffled", "cat_only")
-    is_cat = np.flatnonzero(np.isin(c_pool, CAT_CLASSES))  # the pool's cat-class samples
+    is_cat = np.isin(c_pool, CAT_CLASSES)  # (P,) bool: the pool's cat-class samples
     rows: dict[str, dict[str, list[float]]] = {s: {h: [] for h in hows} for s in spaces}
     js: dict[str, list[float]] = {h: [] for h in hows}
     w = match_weights(c_pool, c_real)  # (P,)
@@ -158,8 +158,10 @@ def main() -> None:
             "matched": draw(w, args.n, r),
             "shuffled": draw(np.random.default_rng(2000 + r).permutation(w), args.n, r),
         }
-        if len(is_cat) >= args.n:
-            picks["cat_only"] = np.random.default_rng(3000 + r).choice(is_cat, size=args.n, replace=False)
+        if is_cat.sum() >= args.n:
+            picks["cat_only"] = np.random.default_rng(3000 + r).choice(
+                np.flatnonzero(is_cat), size=args.n, replace=False
+            )
         for how, idx in picks.items():
             js[how].append(class_leak(c_real, c_pool[idx], "").js_distance)
             for space, (fp, fr) in spaces.items():
@@ -191,9 +193,8 @@ def main() -> None:
     result["common_classes"] = common_classes(c_pool, c_real, w)
     result["colour"] = {
         "faces": colour_stats(real), "pool": colour_stats(pool),
-        "pool_cat_classes": colour_stats(pool[is_cat]) if len(is_cat) else None,
-        "pool_other_classes": colour_stats(pool[np.setdiff1d(np.arange(len(pool)), is_cat)])
-        if len(is_cat) < len(pool) else None,
+        "pool_cat_classes": colour_stats(pool[torch.from_numpy(is_cat)]) if is_cat.any() else None,
+        "pool_other_classes": colour_stats(pool[torch.from_numpy(~is_cat)]) if not is_cat.all() else None,
         "dropped": colour_stats(pool[low]), "favoured": colour_stats(pool[high]),
     }  # fmt: skip
     for name, st in result["colour"].items():
