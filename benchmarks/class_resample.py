@@ -23,6 +23,10 @@
    faces), the pool's most common classes with their shares and weights, and the mean brightness and
    saturation of the samples matching drops (lowest weights) and favours (highest), beside the faces'.
    --grid draws --grid-n of each: the dropped on top, a grey row, the favoured below.
+5. Matching with brightness kept: the weights rescaled within --strata quantile bins of the samples'
+   mean brightness, so each bin keeps its share of the pool. The class histogram moves towards the
+   faces' as far as it can without moving the brightness distribution: where plain matching moves a
+   space by dropping pale or dark samples, this draw tells that apart from the class histogram itself.
 """
 
 from __future__ import annotations
@@ -67,6 +71,21 @@ def match_weights(classes: np.ndarray, real: np.ndarray) -> np.ndarray:
     return p_real[classes] / p_pool[classes]
 
 
+def keep_strata(weights: np.ndarray, values: np.ndarray, bins: int) -> np.ndarray:
+    """(P,) `weights` rescaled within each of `bins` quantile bins of `values` (P,) so that every bin keeps
+    its share of the pool: drawing by them moves the class histogram towards the real one as far as it
+    can without moving the distribution of `values` (a bin whose weights are all 0 stays at 0)."""
+    edges = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+    strata = np.searchsorted(edges, values, side="right")  # (P,) bin of each sample, 0..bins-1
+    out = np.zeros_like(weights, dtype=np.float64)
+    for b in np.unique(strata):
+        inside = strata == b
+        total = weights[inside].sum()
+        if total > 0:
+            out[inside] = weights[inside] * inside.sum() / total
+    return out
+
+
 def draw(weights: np.ndarray, n: int, seed: int) -> np.ndarray:
     """n indices without replacement, each drawn with probability proportional to its weight."""
     return np.random.default_rng(seed).choice(len(weights), size=n, replace=False, p=weights / weights.sum())
@@ -80,14 +99,19 @@ def extremes(weights: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np
     return order[:k], order[::-1][:k].copy()
 
 
+def brightness(images: torch.Tensor) -> np.ndarray:
+    """(N,) mean Rec. 601 luma of each uint8 (N, 3, S, S) image, in [0, 1]."""
+    x = images.float() / 255.0
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).mean(dim=(1, 2)).numpy()
+
+
 def colour_stats(images: torch.Tensor) -> dict[str, float]:
     """Mean brightness (Rec. 601 luma) and saturation ((max - min) / max of RGB) of uint8 (N, 3, S, S)
     images, in [0, 1], averaged over pixels and images."""
     x = images.float() / 255.0
-    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]  # (N, S, S)
-    hi, lo = x.max(dim=1).values, x.min(dim=1).values
+    hi, lo = x.max(dim=1).values, x.min(dim=1).values  # (N, S, S)
     sat = (hi - lo) / hi.clamp_min(1e-8)  # 0 where hi is 0, as then lo is too
-    return {"brightness": float(luma.mean()), "saturation": float(sat.mean()), "n": len(images)}
+    return {"brightness": float(brightness(images).mean()), "saturation": float(sat.mean()), "n": len(images)}
 
 
 def common_classes(pool: np.ndarray, real: np.ndarray, weights: np.ndarray, k: int = 10) -> list[dict]:
@@ -114,6 +138,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="images per scored set")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--inception", action="store_true", help="also Inception FID (slow on a CPU)")
+    p.add_argument("--strata", type=int, default=10, help="brightness bins the brightness-kept draw keeps")
     p.add_argument("--grid", type=Path, default=None, help="PNG/JPEG: what matching drops and favours")
     p.add_argument("--grid-n", type=int, default=32, help="samples of each kind in --grid")
     p.add_argument("--out", type=Path, default=None)
@@ -145,18 +170,20 @@ def main() -> None:
     }  # fmt: skip
     if c_held is not None:
         result["class_leak_holdout"] = class_leak(c_held, c_pool, inc.classifier_name).as_json()
-    hows = ("uniform", "matched", "shuffled", "cat_only")
+    hows = ("uniform", "matched", "shuffled", "cat_only", "matched_brightness_kept")
     is_cat = np.isin(c_pool, CAT_CLASSES)  # (P,) bool: the pool's cat-class samples
     rows: dict[str, dict[str, list[float]]] = {s: {h: [] for h in hows} for s in spaces}
     js: dict[str, list[float]] = {h: [] for h in hows}
     w = match_weights(c_pool, c_real)  # (P,)
     result["effective_sample_size"] = float(w.sum() ** 2 / (w**2).sum())  # Kish; P when w is uniform
     print(f"weights' effective sample size {result['effective_sample_size']:.0f} of a pool of {args.pool}")
+    w_kept = keep_strata(w, brightness(pool), args.strata)  # (P,) matching within brightness bins
     for r in range(args.repeats):
         picks = {
             "uniform": np.random.default_rng(1000 + r).choice(args.pool, size=args.n, replace=False),
             "matched": draw(w, args.n, r),
             "shuffled": draw(np.random.default_rng(2000 + r).permutation(w), args.n, r),
+            "matched_brightness_kept": draw(w_kept, args.n, r),
         }
         if is_cat.sum() >= args.n:
             picks["cat_only"] = np.random.default_rng(3000 + r).choice(
@@ -189,6 +216,10 @@ def main() -> None:
             d["change_cat_only"] = (k - u) / u
             print(f"{s}: FID of cat-class samples only {k:.3f} +- {d['cat_only']['std']:.3f} "
                   f"({100 * (k - u) / u:+.1f}%)")  # fmt: skip
+        b = d["matched_brightness_kept"]["mean"]
+        d["change_brightness_kept"] = (b - u) / u
+        print(f"{s}: FID class-matched within {args.strata} brightness bins {b:.3f} +- "
+              f"{d['matched_brightness_kept']['std']:.3f} ({100 * (b - u) / u:+.1f}%)")  # fmt: skip
     low, high = extremes(w, args.grid_n)
     result["common_classes"] = common_classes(c_pool, c_real, w)
     result["colour"] = {
@@ -196,6 +227,8 @@ def main() -> None:
         "pool_cat_classes": colour_stats(pool[torch.from_numpy(is_cat)]) if is_cat.any() else None,
         "pool_other_classes": colour_stats(pool[torch.from_numpy(~is_cat)]) if not is_cat.all() else None,
         "dropped": colour_stats(pool[low]), "favoured": colour_stats(pool[high]),
+        "matched_draw": colour_stats(pool[draw(w, args.n, 0)]),
+        "brightness_kept_draw": colour_stats(pool[draw(w_kept, args.n, 0)]),
     }  # fmt: skip
     for name, st in result["colour"].items():
         if st is not None:
@@ -214,7 +247,8 @@ def main() -> None:
         print(f"wrote {args.grid}")
     jsd = result["js_distance"]
     print(f"JS distance: uniform {jsd['uniform']:.3f}, matched {jsd['matched']:.3f}, "
-          f"shuffled {jsd['shuffled']:.3f}")  # fmt: skip
+          f"shuffled {jsd['shuffled']:.3f}, matched within brightness bins "
+          f"{jsd['matched_brightness_kept']:.3f}")  # fmt: skip
     print(json.dumps(result["class_leak"]))
     result["seconds"] = time.perf_counter() - t0
     if args.out:

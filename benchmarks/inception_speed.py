@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from catgan.metrics.fid import fid_from_features
-from catgan.metrics.inception import InceptionExtractor, cpu_has_native_bf16, extractor_path
+from catgan.metrics.inception import InceptionExtractor, extractor_path
+from catgan.runtime import cpu_has_native_bf16
 
 
 def as_loaded(device: str, batch: int) -> InceptionExtractor:

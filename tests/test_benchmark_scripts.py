@@ -105,3 +105,37 @@ def test_class_resampling_reports_what_matching_drops_and_favours():
     rows = cr.common_classes(pool, np.array([281, 285]), cr.match_weights(pool, np.array([281, 285])))
     assert [(r["class"], r["pool"], r["real"]) for r in rows] == [(281, 0.75, 0.5), (285, 0.25, 0.5)]
     assert rows[0]["weight"] == pytest.approx(0.5 / 0.75) and rows[1]["weight"] == pytest.approx(2.0)
+
+
+def test_class_matching_within_brightness_bins_keeps_the_brightness_and_moves_the_classes():
+    import numpy as np
+
+    from bench_helpers import load_benchmark
+    from catgan.metrics.classleak import N_CLASSES, class_histogram
+
+    cr = load_benchmark("class_resample")
+    rng = np.random.default_rng(0)
+    # (P,) a pool whose pale samples land in another class than the dark ones, and partly at random
+    luma = rng.uniform(0, 1, size=6000)
+    pool = np.where(
+        rng.uniform(size=6000) < 0.5, np.where(luma > 0.7, 285, 281), rng.choice([281, 285], 6000)
+    )
+    real = rng.choice([281, 285], size=2000, p=[0.95, 0.05])  # the faces: nearly all 281
+    w = cr.match_weights(pool, real)
+    kept = cr.keep_strata(w, luma, 10)
+    edges = np.quantile(luma, np.linspace(0, 1, 11))
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):  # each bin keeps its share of the mass
+        inside = (luma >= lo) & (luma <= hi)
+        assert kept[inside].sum() / kept.sum() == pytest.approx(inside.mean(), abs=0.002)
+    p_real = class_histogram(real, N_CLASSES)
+
+    def tv(weights):  # the expected draw's class histogram, its total variation from the faces'
+        hist = np.bincount(pool, weights=weights, minlength=N_CLASSES) / weights.sum()
+        return 0.5 * np.abs(hist - p_real).sum()
+
+    uniform = np.ones_like(w)
+    assert tv(w) < 1e-9 < tv(kept) < tv(uniform)  # matching within bins moves the classes, not all the way
+    mean_luma = lambda weights: float((weights * luma).sum() / weights.sum())  # noqa: E731
+    assert mean_luma(w) < mean_luma(uniform) - 0.05  # plain matching drops the pale samples
+    assert mean_luma(kept) == pytest.approx(mean_luma(uniform), abs=0.01)
+    assert not cr.keep_strata(np.zeros(10), np.arange(10.0), 5).any()  # no weight in a bin: none given

@@ -16,12 +16,12 @@ from catgan.metrics.inception import (
     EXTRACTOR_NAME,
     FEATURE_DIM,
     InceptionExtractor,
-    cpu_has_native_bf16,
     extractor_path,
     preprocess,
     resolve_precision,
 )
 from catgan.metrics.reference import feature_pass, reference_stats
+from catgan.runtime import cpu_has_native_bf16
 
 pytestmark = pytest.mark.slow
 

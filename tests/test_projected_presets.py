@@ -71,6 +71,23 @@ def test_cli_training_moves_g_and_the_heads_but_not_a_bit_of_the_frozen_part(p64
     assert len(state["opt_d"]["param_groups"][0]["params"]) == n_trainable < len(list(D0.parameters()))
 
 
+def test_a_cpu_run_without_amp_hints_at_it_where_the_cpu_has_native_bf16(
+    data64, tmp_path, monkeypatch, capsys
+):
+    from catgan.training import loop, report
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert (
+        _train(str(data64), "--preset", "projected-64", "--run", str(tmp_path / "p"), "--max-steps", "1") == 0
+    )
+    assert "hint: this D has a frozen network, and this CPU has native bf16: --amp" in capsys.readouterr().out
+    # --amp given, no frozen part, a GPU or a CPU without native bf16: no hint
+    assert report.amp_hint(4_980_000, "cpu", True, True) is None
+    assert report.amp_hint(0, "cpu", False, True) is None
+    assert report.amp_hint(4_980_000, "cuda", False, True) is None
+    assert report.amp_hint(4_980_000, "cpu", False, False) is None
+
+
 def test_the_frozen_network_is_bit_identical_and_in_eval_mode_after_real_steps(data64, tmp_path, monkeypatch):
     """The loop's own D, watched: after `catgan train` its backbone equals a fresh ImageNet copy bit for
     bit (BatchNorm statistics included), and it stayed in eval mode through every step."""

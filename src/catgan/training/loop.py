@@ -34,11 +34,11 @@ from catgan.images import make_grid, save_image
 from catgan.io import remove_stale_temps
 from catgan.metrics.selection import check_selection_evaluator
 from catgan.models import build_discriminator, build_generator, model_info
-from catgan.runtime import cpu_count, resolve_device
+from catgan.runtime import cpu_count, cpu_has_native_bf16, resolve_device
 from catgan.sampling import latents_from_seeds
 from catgan.training import state as run_state
 from catgan.training.lock import run_lock
-from catgan.training.report import Report, first_faces
+from catgan.training.report import Report, amp_hint, first_faces
 from catgan.training.step import GANStep
 
 # A sample_fn(seeds) returns the current generator's images for those seeds as uint8 (n, 3, H, W) on the
@@ -214,6 +214,8 @@ class _Run:
             f"steps/epoch, global batch {self.cfg.batch} ({self.cfg.batch // self.ctx.world} x "
             f"{self.ctx.world} processes) on {self.dev}"
         )
+        if hint := amp_hint(info["d_frozen_params"], self.dev.type, self.opts.amp, cpu_has_native_bf16()):
+            self.log(hint)
 
     def _announce(self, p: run_state.Progress, latest: Path | None) -> int:
         """Say where the run starts, write its config; returns the step from which G trains."""
