@@ -21,7 +21,9 @@
 4. What matching changes: the same FIDs for --n drawn uniformly from the pool's cat-class samples only
    (matching's largest single move where the generator lands in the cat classes less often than the
    faces), the pool's most common classes with their shares and weights, and the mean brightness and
-   saturation of the samples matching drops (lowest weights) and favours (highest), beside the faces'.
+   saturation of the samples matching drops (lowest weights) and favours (highest), beside the faces';
+   each common class's selfsup precision (how realistic this space finds that class's samples), and
+   selfsup precision, recall, density and coverage of one uniform and one matched draw.
    --grid draws --grid-n of each: the dropped on top, a grey row, the favoured below.
 5. Matching with brightness kept: the weights rescaled within --strata quantile bins of the samples'
    mean brightness, so each bin keeps its share of the pool. The class histogram moves towards the
@@ -47,6 +49,7 @@ from catgan.images import make_grid, save_image
 from catgan.metrics.classleak import CAT_CLASSES, N_CLASSES, class_histogram, class_leak
 from catgan.metrics.fid import fid_from_features
 from catgan.metrics.inception import InceptionExtractor, preprocess
+from catgan.metrics.prdc import precision_recall
 from catgan.metrics.reference import feature_class_pass, feature_pass
 from catgan.metrics.selfsup import SelfSupExtractor
 from catgan.sources import resolve
@@ -130,6 +133,15 @@ def common_classes(pool: np.ndarray, real: np.ndarray, weights: np.ndarray, k: i
     ]
 
 
+def class_precision(real: np.ndarray, pool: np.ndarray, classes: np.ndarray, rows: list[dict]) -> None:
+    """Add to each of `rows` (common_classes') the precision of the pool's samples of that class: the share
+    of them inside the (M, D) real features' k-NN manifold, from the (P, D) pool features. A class whose
+    samples a space finds less realistic than the rest raises that space's FID when matching favours it."""
+    for row in rows:
+        mine = pool[classes == row["class"]]
+        row["precision"] = precision_recall(real, mine)["precision"] if len(mine) > 3 else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cats-64", help="a generator source (bundled name, file, run)")
@@ -178,6 +190,7 @@ def main() -> None:
     result["effective_sample_size"] = float(w.sum() ** 2 / (w**2).sum())  # Kish; P when w is uniform
     print(f"weights' effective sample size {result['effective_sample_size']:.0f} of a pool of {args.pool}")
     w_kept = keep_strata(w, brightness(pool), args.strata)  # (P,) matching within brightness bins
+    first: dict[str, np.ndarray] = {}
     for r in range(args.repeats):
         picks = {
             "uniform": np.random.default_rng(1000 + r).choice(args.pool, size=args.n, replace=False),
@@ -189,6 +202,8 @@ def main() -> None:
             picks["cat_only"] = np.random.default_rng(3000 + r).choice(
                 np.flatnonzero(is_cat), size=args.n, replace=False
             )
+        if r == 0:  # kept for precision and recall: is a matched set narrower, or less real?
+            first = picks
         for how, idx in picks.items():
             js[how].append(class_leak(c_real, c_pool[idx], "").js_distance)
             for space, (fp, fr) in spaces.items():
@@ -222,13 +237,20 @@ def main() -> None:
               f"{d['matched_brightness_kept']['std']:.3f} ({100 * (b - u) / u:+.1f}%)")  # fmt: skip
     low, high = extremes(w, args.grid_n)
     result["common_classes"] = common_classes(c_pool, c_real, w)
+    real_ss, pool_ss = spaces["selfsup"][1], spaces["selfsup"][0]
+    class_precision(real_ss, pool_ss, c_pool, result["common_classes"])
+    kinds = ("uniform", "matched", "matched_brightness_kept")  # the first repeat's draws of these
+    result["selfsup_prdc"] = {h: precision_recall(real_ss, pool_ss[first[h]]) for h in kinds}
+    for how, m in result["selfsup_prdc"].items():
+        print(f"selfsup {how}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, density "
+              f"{m['density']:.3f}, coverage {m['coverage']:.3f}")  # fmt: skip
     result["colour"] = {
         "faces": colour_stats(real), "pool": colour_stats(pool),
         "pool_cat_classes": colour_stats(pool[torch.from_numpy(is_cat)]) if is_cat.any() else None,
         "pool_other_classes": colour_stats(pool[torch.from_numpy(~is_cat)]) if not is_cat.all() else None,
         "dropped": colour_stats(pool[low]), "favoured": colour_stats(pool[high]),
-        "matched_draw": colour_stats(pool[draw(w, args.n, 0)]),
-        "brightness_kept_draw": colour_stats(pool[draw(w_kept, args.n, 0)]),
+        "matched_draw": colour_stats(pool[first["matched"]]),
+        "brightness_kept_draw": colour_stats(pool[first["matched_brightness_kept"]]),
     }  # fmt: skip
     for name, st in result["colour"].items():
         if st is not None:
@@ -236,9 +258,10 @@ def main() -> None:
                 f"{name}: brightness {st['brightness']:.3f}, saturation {st['saturation']:.3f}, n {st['n']}"
             )
     for row in result["common_classes"]:
+        prec = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         print(
             f"class {row['class']}: pool {row['pool']:.3f}, faces {row['real']:.3f}, "
-            f"weight {row['weight']:.2f}"
+            f"weight {row['weight']:.2f}, selfsup precision {prec}"
         )
     if args.grid:  # the dropped on top, one grey row, the favoured below
         ncol = 8

@@ -139,3 +139,20 @@ def test_class_matching_within_brightness_bins_keeps_the_brightness_and_moves_th
     assert mean_luma(w) < mean_luma(uniform) - 0.05  # plain matching drops the pale samples
     assert mean_luma(kept) == pytest.approx(mean_luma(uniform), abs=0.01)
     assert not cr.keep_strata(np.zeros(10), np.arange(10.0), 5).any()  # no weight in a bin: none given
+
+
+def test_class_precision_tells_which_classes_a_space_finds_unreal():
+    import numpy as np
+
+    from bench_helpers import load_benchmark
+
+    cr = load_benchmark("class_resample")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 8))  # (M, D) the faces' features
+    pool = np.concatenate(
+        [rng.normal(size=(100, 8)), rng.normal(size=(100, 8)) + 6.0, rng.normal(size=(3, 8))]
+    )
+    classes = np.array([281] * 100 + [285] * 100 + [287] * 3)  # 281 like the faces, 285 far off, 287 too few
+    rows = [{"class": 281}, {"class": 285}, {"class": 287}]
+    cr.class_precision(real, pool, classes, rows)
+    assert rows[0]["precision"] > 0.8 and rows[1]["precision"] == 0.0 and rows[2]["precision"] is None
