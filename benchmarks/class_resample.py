@@ -22,7 +22,7 @@
    (matching's largest single move where the generator lands in the cat classes less often than the
    faces), the pool's most common classes with their shares and weights, and the mean brightness and
    saturation of the samples matching drops (lowest weights) and favours (highest), beside the faces';
-   each common class's selfsup precision (how realistic this space finds that class's samples), and
+   each common class's precision in each space (how realistic it finds that class's samples), and
    selfsup precision, recall, density and coverage of one uniform and one matched draw.
    --grid draws --grid-n of each: the dropped on top, a grey row, the favoured below.
 5. Matching with brightness kept: the weights rescaled within --strata quantile bins of the samples'
@@ -133,13 +133,15 @@ def common_classes(pool: np.ndarray, real: np.ndarray, weights: np.ndarray, k: i
     ]
 
 
-def class_precision(real: np.ndarray, pool: np.ndarray, classes: np.ndarray, rows: list[dict]) -> None:
-    """Add to each of `rows` (common_classes') the precision of the pool's samples of that class: the share
-    of them inside the (M, D) real features' k-NN manifold, from the (P, D) pool features. A class whose
-    samples a space finds less realistic than the rest raises that space's FID when matching favours it."""
+def class_precision(
+    real: np.ndarray, pool: np.ndarray, classes: np.ndarray, rows: list[dict], key: str
+) -> None:
+    """Set rows[i][key] (rows: common_classes') to the precision of the pool's samples of that class: the
+    share of them inside the (M, D) real features' k-NN manifold, from the (P, D) pool features. A class
+    whose samples a space finds less realistic than the rest raises its FID when matching favours it."""
     for row in rows:
         mine = pool[classes == row["class"]]
-        row["precision"] = precision_recall(real, mine)["precision"] if len(mine) > 3 else None
+        row[key] = precision_recall(real, mine)["precision"] if len(mine) > 3 else None
 
 
 def main() -> None:
@@ -238,7 +240,8 @@ def main() -> None:
     low, high = extremes(w, args.grid_n)
     result["common_classes"] = common_classes(c_pool, c_real, w)
     real_ss, pool_ss = spaces["selfsup"][1], spaces["selfsup"][0]
-    class_precision(real_ss, pool_ss, c_pool, result["common_classes"])
+    for space, (fp, fr) in spaces.items():
+        class_precision(fr, fp, c_pool, result["common_classes"], f"precision_{space}")
     kinds = ("uniform", "matched", "matched_brightness_kept")  # the first repeat's draws of these
     result["selfsup_prdc"] = {h: precision_recall(real_ss, pool_ss[first[h]]) for h in kinds}
     for how, m in result["selfsup_prdc"].items():
@@ -258,10 +261,14 @@ def main() -> None:
                 f"{name}: brightness {st['brightness']:.3f}, saturation {st['saturation']:.3f}, n {st['n']}"
             )
     for row in result["common_classes"]:
-        prec = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        precs = ", ".join(
+            f"{k.removeprefix('precision_')} precision " + ("-" if v is None else f"{v:.3f}")
+            for k, v in row.items()
+            if k.startswith("precision_")
+        )
         print(
             f"class {row['class']}: pool {row['pool']:.3f}, faces {row['real']:.3f}, "
-            f"weight {row['weight']:.2f}, selfsup precision {prec}"
+            f"weight {row['weight']:.2f}, {precs}"
         )
     if args.grid:  # the dropped on top, one grey row, the favoured below
         ncol = 8

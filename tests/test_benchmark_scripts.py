@@ -154,5 +154,6 @@ def test_class_precision_tells_which_classes_a_space_finds_unreal():
     )
     classes = np.array([281] * 100 + [285] * 100 + [287] * 3)  # 281 like the faces, 285 far off, 287 too few
     rows = [{"class": 281}, {"class": 285}, {"class": 287}]
-    cr.class_precision(real, pool, classes, rows)
-    assert rows[0]["precision"] > 0.8 and rows[1]["precision"] == 0.0 and rows[2]["precision"] is None
+    cr.class_precision(real, pool, classes, rows, "precision_selfsup")
+    got = [r["precision_selfsup"] for r in rows]
+    assert got[0] > 0.8 and got[1] == 0.0 and got[2] is None
