@@ -29,6 +29,11 @@
    mean brightness, so each bin keeps its share of the pool. The class histogram moves towards the
    faces' as far as it can without moving the brightness distribution: where plain matching moves a
    space by dropping pale or dark samples, this draw tells that apart from the class histogram itself.
+6. Matching with realism kept: the same within --strata quantile bins of each sample's realism score in
+   one space (Kynkäänniemi et al. 2019: how far inside the faces' k-NN manifold it lies), one draw per
+   space. Kept in Inception's space, the class histogram moves while Inception's own judgement of how
+   real each sample is does not: the resampling Kynkäänniemi et al. 2023 meant, where only the histogram
+   moves. Kept in the selfsup space, the mirror: what Inception FID still gains is the histogram's alone.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from catgan.images import make_grid, save_image
 from catgan.metrics.classleak import CAT_CLASSES, N_CLASSES, class_histogram, class_leak
 from catgan.metrics.fid import fid_from_features
 from catgan.metrics.inception import InceptionExtractor, preprocess
-from catgan.metrics.prdc import precision_recall
+from catgan.metrics.prdc import knn_radii, pairwise_distances, precision_recall
 from catgan.metrics.reference import feature_class_pass, feature_pass
 from catgan.metrics.selfsup import SelfSupExtractor
 from catgan.sources import resolve
@@ -86,6 +91,20 @@ def keep_strata(weights: np.ndarray, values: np.ndarray, bins: int) -> np.ndarra
         total = weights[inside].sum()
         if total > 0:
             out[inside] = weights[inside] * inside.sum() / total
+    return out
+
+
+def realism(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray:
+    """(N,) realism score of each row of (N, D) fake against (M, D) real features (Kynkäänniemi et al.
+    2019): max over real r of radius_k(r) / |fake - r|, over the half of the reals with the smallest
+    k-NN radii (their pruning, so outliers' wide balls do not decide); above 1 = inside the manifold."""
+    radii = knn_radii(real, k)  # (M,)
+    keep = radii <= np.median(radii)
+    real, radii = real[keep], radii[keep]
+    out = np.empty(len(fake))
+    for i in range(0, len(fake), 2048):
+        d = pairwise_distances(fake[i : i + 2048], real)  # (B, M')
+        out[i : i + 2048] = (radii[None, :] / np.maximum(d, 1e-12)).max(axis=1)
     return out
 
 
@@ -184,7 +203,8 @@ def main() -> None:
     }  # fmt: skip
     if c_held is not None:
         result["class_leak_holdout"] = class_leak(c_held, c_pool, inc.classifier_name).as_json()
-    hows = ("uniform", "matched", "shuffled", "cat_only", "matched_brightness_kept")
+    kept = {f"matched_realism_kept_{sp}": f"{sp} realism" for sp in spaces}
+    hows = ("uniform", "matched", "shuffled", "cat_only", "matched_brightness_kept", *kept)
     is_cat = np.isin(c_pool, CAT_CLASSES)  # (P,) bool: the pool's cat-class samples
     rows: dict[str, dict[str, list[float]]] = {s: {h: [] for h in hows} for s in spaces}
     js: dict[str, list[float]] = {h: [] for h in hows}
@@ -192,6 +212,8 @@ def main() -> None:
     result["effective_sample_size"] = float(w.sum() ** 2 / (w**2).sum())  # Kish; P when w is uniform
     print(f"weights' effective sample size {result['effective_sample_size']:.0f} of a pool of {args.pool}")
     w_kept = keep_strata(w, brightness(pool), args.strata)  # (P,) matching within brightness bins
+    w_real = {f"matched_realism_kept_{sp}": keep_strata(w, realism(fr, fp), args.strata)
+              for sp, (fp, fr) in spaces.items()}  # (P,) each: matching within realism bins  # fmt: skip
     first: dict[str, np.ndarray] = {}
     for r in range(args.repeats):
         picks = {
@@ -199,6 +221,7 @@ def main() -> None:
             "matched": draw(w, args.n, r),
             "shuffled": draw(np.random.default_rng(2000 + r).permutation(w), args.n, r),
             "matched_brightness_kept": draw(w_kept, args.n, r),
+            **{how: draw(wr, args.n, r) for how, wr in w_real.items()},
         }
         if is_cat.sum() >= args.n:
             picks["cat_only"] = np.random.default_rng(3000 + r).choice(
@@ -237,12 +260,17 @@ def main() -> None:
         d["change_brightness_kept"] = (b - u) / u
         print(f"{s}: FID class-matched within {args.strata} brightness bins {b:.3f} +- "
               f"{d['matched_brightness_kept']['std']:.3f} ({100 * (b - u) / u:+.1f}%)")  # fmt: skip
+        for how, what in kept.items():
+            k = d[how]["mean"]
+            d[f"change_{how}"] = (k - u) / u
+            print(f"{s}: FID class-matched within {args.strata} bins of {what} {k:.3f} +- "
+                  f"{d[how]['std']:.3f} ({100 * (k - u) / u:+.1f}%)")  # fmt: skip
     low, high = extremes(w, args.grid_n)
     result["common_classes"] = common_classes(c_pool, c_real, w)
     real_ss, pool_ss = spaces["selfsup"][1], spaces["selfsup"][0]
     for space, (fp, fr) in spaces.items():
         class_precision(fr, fp, c_pool, result["common_classes"], f"precision_{space}")
-    kinds = ("uniform", "matched", "matched_brightness_kept")  # the first repeat's draws of these
+    kinds = ("uniform", "matched", "matched_brightness_kept", *kept)  # the first repeat's draws of these
     result["selfsup_prdc"] = {h: precision_recall(real_ss, pool_ss[first[h]]) for h in kinds}
     for how, m in result["selfsup_prdc"].items():
         print(f"selfsup {how}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, density "
@@ -278,7 +306,8 @@ def main() -> None:
     jsd = result["js_distance"]
     print(f"JS distance: uniform {jsd['uniform']:.3f}, matched {jsd['matched']:.3f}, "
           f"shuffled {jsd['shuffled']:.3f}, matched within brightness bins "
-          f"{jsd['matched_brightness_kept']:.3f}")  # fmt: skip
+          f"{jsd['matched_brightness_kept']:.3f}, "
+          + ", ".join(f"within {what} bins {jsd[how]:.3f}" for how, what in kept.items()))  # fmt: skip
     print(json.dumps(result["class_leak"]))
     result["seconds"] = time.perf_counter() - t0
     if args.out:

@@ -157,3 +157,36 @@ def test_class_precision_tells_which_classes_a_space_finds_unreal():
     cr.class_precision(real, pool, classes, rows, "precision_selfsup")
     got = [r["precision_selfsup"] for r in rows]
     assert got[0] > 0.8 and got[1] == 0.0 and got[2] is None
+
+
+def test_matching_within_realism_bins_keeps_how_real_the_draw_is_and_moves_the_classes():
+    import numpy as np
+
+    from bench_helpers import load_benchmark
+
+    cr = load_benchmark("class_resample")
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(500, 8))  # (M, D) the faces' features
+    shift = np.repeat([0.0, 1.0, 2.0, 4.0], 500)[:, None]  # (P, 1): four rings, further and further off
+    pool = rng.normal(size=(2000, 8)) + shift
+    score = cr.realism(real, pool)  # (P,)
+    rings = [score[i * 500 : (i + 1) * 500] for i in range(4)]
+    medians = [np.median(r) for r in rings]
+    assert medians == sorted(medians, reverse=True)  # less real the further off
+    assert np.mean(rings[0] > 1) > 0.4 and np.mean(rings[3] > 1) < 0.05  # above 1: inside the manifold
+    # class 285 mostly in the far rings; the faces land in it half the time, the pool a quarter
+    classes = np.where(rng.random(2000) < np.repeat([0.05, 0.15, 0.35, 0.45], 500), 285, 281)
+    faces = np.array([281] * 250 + [285] * 250)
+    w = cr.match_weights(classes, faces)
+    kept = cr.keep_strata(w, score, 10)
+    share = {
+        how: np.mean([np.mean(classes[cr.draw(wt, 600, s)] == 285) for s in range(5)])
+        for how, wt in (("uniform", np.ones(2000)), ("matched", w), ("kept", kept))
+    }
+    real_of = {
+        how: np.mean([np.median(score[cr.draw(wt, 600, s)]) for s in range(5)])
+        for how, wt in (("uniform", np.ones(2000)), ("matched", w), ("kept", kept))
+    }
+    assert share["kept"] > share["uniform"] + 0.05  # the histogram still moves towards the faces'
+    assert real_of["matched"] < real_of["uniform"] - 0.02  # plain matching favours the less real
+    assert abs(real_of["kept"] - real_of["uniform"]) < abs(real_of["matched"] - real_of["uniform"]) / 3
