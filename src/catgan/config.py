@@ -311,9 +311,18 @@ def _other_presets(r: dict[str, TrainConfig]) -> list[Preset]:
             r["projected"],
         ),
         Preset(
+            "projected-128-small",
+            "A FastGAN generator at half projected-128's width (ngf 16) against its projected "
+            "discriminator; projected-64's recipe. 6.1 GFLOP per image and step: the 128 px projected "
+            "model a CPU can train (varied faces where projected-128-lite's DCGAN G collapses).",
+            GANConfig(FastGANConfig(image_size=128, ngf=16), ProjectedDConfig(image_size=128)),
+            r["projected"],
+        ),
+        Preset(
             "projected-128-lite",
             "cats-128-lite's DCGAN generator against a projected discriminator at 128 px; projected-64's "
-            "recipe. A third of projected-128's FLOPs: the 128 px projected model a CPU can train.",
+            "recipe. A third of projected-128's FLOPs; on the CPU its G collapses to a few faces within "
+            "250 steps (docs/log/2026-12.md): train projected-128-small instead.",
             GANConfig(lite128.generator, ProjectedDConfig(image_size=128)),
             r["projected"],
         ),

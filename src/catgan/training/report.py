@@ -46,6 +46,11 @@ FIRST_FACES: dict[str, tuple[int | None, str]] = {
         "ghostly faces at step 500, plainly cats by 1,000 (about 4 and 9 min at 125 img/s; "
         "docs/log/2026-12.md, projected-64 on the CPU)",
     ),
+    "projected-128-small": (
+        500,
+        "cat faces of one grey-brown hue at step 250, varied cats by 500 (about 18 and 36 min at 15 img/s "
+        "on one thread; docs/log/2026-12.md, FastGAN against the projected D)",
+    ),
 }
 
 
