@@ -173,7 +173,8 @@ FROZEN_VARIANTS = {
     "fp32, channels_last": (False, "float32", True, True),
     "bf16, contiguous": (True, "bfloat16", False, False),
     "bf16, channels_last": (True, "bfloat16", True, True),
-    "catgan train (preset: frozen part bf16 + channels_last)": (False, None, None, None),
+    "fp32, frozen part bf16 + channels_last": (False, "bfloat16", True, False),
+    "catgan train (preset: frozen part auto + channels_last)": (False, None, None, None),
     "catgan train --amp": (True, None, None, None),
 }
 

@@ -62,6 +62,29 @@ def test_frozen_part_precision_and_layout_keep_the_features(dtype, channels_last
             assert rel < (0.05 if dtype == "bfloat16" else 1e-5)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_frozen_dtype_auto_follows_the_cpus_bf16(native, monkeypatch):
+    """The default, "auto", runs the frozen part in bf16 only where the CPU has native bf16: an AVX2 CPU
+    runs bf16 convs on a slow path (docs/benchmarks.md). Explicit choices win; CUDA takes bf16."""
+    from catgan.models import projected
+
+    monkeypatch.setattr(projected, "cpu_has_native_bf16", lambda: native)
+    auto = Discriminator(ProjectedDConfig(**TINY)).eval()
+    assert auto.cfg.frozen_dtype == "auto"
+    assert auto.frozen_bf16("cpu") is native and auto.frozen_bf16("cuda") is True
+    for dtype, want in (("float32", False), ("bfloat16", True)):
+        explicit = Discriminator(ProjectedDConfig(**TINY, frozen_dtype=dtype))
+        assert explicit.frozen_bf16("cpu") is want and explicit.frozen_bf16("cuda") is want
+    ref = Discriminator(ProjectedDConfig(**TINY, frozen_dtype="float32")).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        diffs = [(a - b).abs().max().item() for a, b in zip(ref.features(x), auto.features(x), strict=True)]
+    assert (max(diffs) > 0) is native  # bf16 rounds; float32 is the reference bit for bit
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # --amp: G's images in bf16
+        logits = auto(x.bfloat16())
+    assert logits.shape == (2, auto.cfg.num_logits()) and torch.isfinite(logits).all()
+
+
 def test_state_dict_leaves_out_the_backbone_and_reloads(tiny_d):
     state = tiny_d.state_dict()
     assert state and not any(k.startswith("backbone.") for k in state)

